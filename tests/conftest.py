@@ -1,0 +1,97 @@
+"""Shared fixtures: every test proves that nothing it started outlives it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykka
+import pytest
+
+from actors.trio_host import HOST_THREAD_NAME, get_host
+
+#: How long a test's threads, processes and sockets may take to wind down after it ends.
+LEAK_GRACE_S = 5.0
+#: Threads that are process-wide by design, not owned by any session.
+PROCESS_WIDE_THREAD_PREFIXES = (HOST_THREAD_NAME, "Trio thread", "ThreadPoolExecutor-", "asyncio_")
+
+
+def _child_pids() -> set[int]:
+    """Every live descendant process of this one (zombies included: a zombie is a leak too)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[int(entry)] = ppid
+    me = os.getpid()
+    found: set[int] = set()
+    frontier = {me}
+    while frontier:
+        nxt = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
+        found |= nxt
+        frontier = nxt
+    return found
+
+
+def _socket_fds() -> set[str]:
+    out: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+def _session_threads() -> set[threading.Thread]:
+    return {
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.name.startswith(PROCESS_WIDE_THREAD_PREFIXES)
+    }
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_trio_host() -> None:
+    """Start the process-wide trio loop before any leak baseline is taken (its sockets are not a leak)."""
+    get_host()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(shared_trio_host: None) -> Iterator[None]:
+    """Fail a test that leaves an actor, thread, child process, socket or file descriptor behind."""
+    threads_before = _session_threads()
+    pids_before = _child_pids()
+    sockets_before = _socket_fds()
+    fds_before = _fd_count()
+    yield
+    alive = pykka.ActorRegistry.get_all()
+    pykka.ActorRegistry.stop_all(block=True, timeout=LEAK_GRACE_S)
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        threads = {t for t in _session_threads() - threads_before if t.is_alive()}
+        pids = _child_pids() - pids_before
+        sockets = _socket_fds() - sockets_before
+        fds = _fd_count() - fds_before
+        if not (threads or pids or sockets or fds > 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)  # polling a bounded deadline, not waiting for a fixed time
+    assert not alive, f"actors still running after the test: {alive}"
+    assert not threads, f"threads outlived the test: {sorted(t.name for t in threads)}"
+    assert not pids, f"processes outlived the test: {sorted(pids)}"
+    assert not sockets, f"sockets outlived the test: {sorted(sockets)}"
+    assert fds <= 0, f"{fds} file descriptors outlived the test"

@@ -1,0 +1,63 @@
+"""Tests for the shared trio loop and task scopes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from actors.trio_host import TaskCancelled, get_host
+
+
+def test_submit_returns_result_and_errors_stay_in_the_future() -> None:
+    host = get_host()
+
+    async def ok(x: int) -> int:
+        await trio.sleep(0)
+        return x * 2
+
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    assert host.submit(ok, 21).result(5) == 42
+    with pytest.raises(ValueError, match="boom"):
+        host.submit(boom).result(5)
+    # the loop survived the failing task
+    assert host.call(ok, 1, timeout=5) == 2
+
+
+def test_scope_close_cancels_and_waits() -> None:
+    host = get_host()
+    scope = host.open_scope("t")
+    entered = threading.Event()
+    exited = threading.Event()
+
+    async def forever() -> None:
+        entered.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            exited.set()
+
+    fut = scope.submit(forever)
+    assert entered.wait(5)
+    assert scope.close(5)
+    assert exited.is_set()
+    with pytest.raises(TaskCancelled):
+        fut.result(5)
+    with pytest.raises(TaskCancelled):
+        scope.submit(forever).result(5)
+
+
+def test_call_from_loop_thread_is_refused() -> None:
+    host = get_host()
+
+    async def inner() -> str:
+        try:
+            host.call(trio.sleep, 0)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "deadlock" in host.call(inner, timeout=5)
