@@ -1,0 +1,43 @@
+"""Narrow error classes of the runtime. The gRPC gateway maps them to status codes in one place."""
+
+from __future__ import annotations
+
+
+class SupervisorError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(SupervisorError):
+    """A configuration value is invalid; the message names the file, line and key (INVALID_ARGUMENT)."""
+
+
+class ConstraintError(SupervisorError):
+    """An update is valid but an administrator's constraint refuses it (FAILED_PRECONDITION)."""
+
+
+class UnknownSession(SupervisorError):
+    """No session with that id, live or logged (NOT_FOUND)."""
+
+
+class SessionStateError(SupervisorError):
+    """The session is not in a state that allows the call (FAILED_PRECONDITION)."""
+
+
+class LimitExceeded(SupervisorError):
+    """A configured limit (sessions, agents, depth, queue) is reached (RESOURCE_EXHAUSTED)."""
+
+
+class ChildStartError(SupervisorError):
+    """A supervised child failed or timed out in its start-up."""
+
+
+class StartupFailed(SupervisorError):
+    """A session could not start; nothing of it remains (FAILED_PRECONDITION)."""
+
+
+class SupervisorEscalation(SupervisorError):
+    """A child exceeded its restart intensity, so its supervisor fails in turn."""
+
+
+class StashFull(SupervisorError):
+    """A restarting child already has as many held messages as its stash allows (RESOURCE_EXHAUSTED)."""
