@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -29,6 +30,8 @@ HOLD_LIMIT_S = 10.0
 HANDLER_IDLE_TIMEOUT_S = 5.0
 #: Bound on joining the serving thread at close.
 JOIN_TIMEOUT_S = 5.0
+#: How often the accept loop checks for shutdown (bounds how long ``close`` takes).
+SERVE_POLL_S = 0.02
 #: Default usage figures a reply reports.
 DEFAULT_INPUT_TOKENS = 11
 DEFAULT_OUTPUT_TOKENS = 7
@@ -257,7 +260,9 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         """Bind and start serving in a background thread."""
         self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai-server")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(SERVE_POLL_S,), name="fake-openai-server"
+        )
         self._thread.start()
         return self
 
@@ -269,6 +274,15 @@ class FakeOpenAIServer:
     def wait_held(self, timeout: float) -> bool:
         """Block until a stream reached its ``hold_after`` point (False on timeout)."""
         return self._held.wait(timeout)
+
+    def wait_disconnects(self, count: int, timeout: float) -> bool:
+        """Poll until at least ``count`` streams found their client gone (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while self.disconnects < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(SERVE_POLL_S)
+        return True
 
     def release(self) -> None:
         """Let held streams continue."""

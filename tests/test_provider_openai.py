@@ -76,7 +76,9 @@ async def two_request_exchange(srv: FakeOpenAIServer, provider: OpenAIProvider) 
 
     conversation += [Message.assistant("", [call]), Message.tool_result("call_a", "hi\n")]
     second = await drain(provider, request(conversation))
-    assert second == [TextDelta("do"), TextDelta("n"), TextDelta("e"), Completed(TokenUsage(30, 2, 32), "stop")]
+    assert second == [
+        TextDelta("do"), TextDelta("n"), TextDelta("e"), Completed(TokenUsage(30, 2, 32), "stop")
+    ]
 
 
 async def test_responses_api_tool_call_exchange(server: FakeOpenAIServer) -> None:
@@ -183,6 +185,9 @@ async def test_cancel_mid_stream_closes_the_connection(server: FakeOpenAIServer,
         assert scope.cancelled_caught
         assert seen == [TextDelta("first")]
         assert time.monotonic() - started < CANCEL_BOUND_S
+        # the client side of the cancelled stream is gone: the server's next writes fail
+        server.release()
+        assert await trio.to_thread.run_sync(server.wait_disconnects, 1, TEST_TIMEOUT_S)
         # the provider stays usable after a cancelled stream
         again = await drain(provider, request([Message.user("again")]))
         assert again[0] == TextDelta("again")

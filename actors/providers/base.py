@@ -15,7 +15,7 @@ Contract:
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -156,9 +156,9 @@ StreamItem = TextDelta | ToolCallItem | Completed
 
 @runtime_checkable
 class ModelProvider(Protocol):
-    """A model backend. ``stream`` is an async generator running on trio."""
+    """A model backend. ``stream`` is an async generator running on trio (close it with ``aclosing``)."""
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+    def stream(self, request: ModelRequest) -> AsyncGenerator[StreamItem, None]:
         """Send ``request`` and yield the model's output as it arrives, ending with ``Completed``."""
         ...
 

@@ -19,7 +19,8 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -137,7 +138,7 @@ class OpenAIProvider:
             )
         return self._client
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamItem, None]:
         """Send ``request``; yield text deltas and tool calls as they arrive, then ``Completed``."""
         model = request.model or self.options.model
         if not model:
@@ -155,13 +156,13 @@ class OpenAIProvider:
                                 self.base_url, exc.status_code)
                     self._api = "chat"
                 else:
-                    async with _closing(sdk_stream):
-                        async for item in _parse_responses_stream(sdk_stream):
+                    async with _closing(sdk_stream), aclosing(_parse_responses_stream(sdk_stream)) as items:
+                        async for item in items:
                             yield item
                     return
             sdk_stream = await client.chat.completions.create(**self._chat_params(model, request))
-            async with _closing(sdk_stream):
-                async for item in _parse_chat_stream(sdk_stream):
+            async with _closing(sdk_stream), aclosing(_parse_chat_stream(sdk_stream)) as chat_items:
+                async for item in chat_items:
                     yield item
         except openai.OpenAIError as exc:
             raise ProviderError(f"model request to {self.base_url or 'OpenAI'} failed: {exc}") from exc
@@ -296,7 +297,7 @@ def parse_arguments(name: str, raw: str) -> dict[str, Any]:
 # --- stream parsing --------------------------------------------------------------------------------
 
 
-async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncIterator[StreamItem]:
+async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncGenerator[StreamItem, None]:
     arguments: dict[str, list[str]] = {}
     saw_call = False
     async for event in events:
@@ -334,7 +335,7 @@ def _responses_usage(usage: Any) -> TokenUsage:
     return TokenUsage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
 
 
-async def _parse_chat_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamItem]:
+async def _parse_chat_stream(chunks: AsyncIterator[Any]) -> AsyncGenerator[StreamItem, None]:
     pending: dict[int, dict[str, Any]] = {}
     finish: str | None = None
     usage = TokenUsage()
