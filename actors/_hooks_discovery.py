@@ -75,7 +75,7 @@ def discover(
     config_layers = [layer for layer in normalized if layer is not None]
     if hooks_disabled or _managed_disables_hooks(config_layers, warnings):
         logger.info("hooks disabled by an administrator requirement")
-        return HookRegistry(disabled=True), warnings
+        return HookRegistry(disabled=True), _logged(warnings)
     handlers: list[HookHandler] = []
     for layer in config_layers:
         handlers.extend(_discover_layer(layer, warnings))
@@ -87,9 +87,13 @@ def discover(
                 continue
             seen.add(key)
             handlers.extend(_discover_plugin(Path(root), warnings))
+    return HookRegistry(handlers=tuple(handlers)), _logged(warnings)
+
+
+def _logged(warnings: list[str]) -> list[str]:
     for warning in warnings:
         logger.warning("%s", warning)
-    return HookRegistry(handlers=tuple(handlers)), warnings
+    return warnings
 
 
 def _normalize_layer(spec: LayerSpec, warnings: list[str]) -> ConfigLayer | None:
