@@ -45,6 +45,11 @@ def trace_id_of(traceparent: str) -> str:
     return parts[1] if len(parts) == 4 else ""
 
 
+def extract_context(traceparent: str, tracestate: str = "") -> otel_context.Context:
+    """An OpenTelemetry context whose parent span is the given traceparent."""
+    return propagate.extract(carrier(traceparent, tracestate))
+
+
 @contextmanager
 def span(
     name: str,

@@ -38,7 +38,7 @@ from actors.errors import ChildStartError, StashFull, SupervisorEscalation
 from actors.trio_host import TaskScope, get_host
 from protos.supervisor.v1 import envelope_pb2
 
-__all__ = ["ChildSpec", "Restart", "Strategy", "SupervisedActor", "Supervisor"]
+__all__ = ["ChildSpec", "Restart", "Strategy", "SupervisedActor", "Supervisor", "start_actor"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,14 @@ class SupervisedActor(pykka.ThreadingActor):
         return super().on_receive(message)
 
 
+def start_actor(actor: SupervisedActor) -> pykka.ActorRef[Any]:
+    """Start an already built actor (pykka's ``start()`` builds its own; we need the instance's futures)."""
+    ref: pykka.ActorRef[Any] = actor.actor_ref
+    pykka.ActorRegistry.register(ref)
+    actor._start_actor_loop()
+    return ref
+
+
 class ChildTaskFailed(Exception):
     """Raised inside an actor whose critical trio task failed, so that the actor fails."""
 
@@ -318,11 +326,7 @@ class Supervisor(SupervisedActor):
             incarnation=child.incarnation,
             **child.spec.kwargs,
         )
-        # pykka's start() builds the actor itself; we need the instance for its `started` future
-        ref: pykka.ActorRef[Any] = actor.actor_ref
-        pykka.ActorRegistry.register(ref)
-        actor._start_actor_loop()
-        child.ref = ref
+        child.ref = start_actor(actor)
         return actor
 
     # --- sending --------------------------------------------------------------------------------------

@@ -24,27 +24,30 @@ _sym_db = _symbol_database.Default()
 
 
 from protos.supervisor.v1 import events_pb2 as protos_dot_supervisor_dot_v1_dot_events__pb2
+from protos.supervisor.v1 import session_pb2 as protos_dot_supervisor_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/supervisor/v1/envelope.proto\x12\rsupervisor.v1\x1a!protos/supervisor/v1/events.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xa6\x03\n\x08\x45nvelope\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12*\n\x05trace\x18\x04 \x01(\x0b\x32\x1b.supervisor.v1.TraceContext\x12\x17\n\x0fsent_unix_nanos\x18\x05 \x01(\x03\x12\x32\n\x0c\x63hild_exited\x18\n \x01(\x0b\x32\x1a.supervisor.v1.ChildExitedH\x00\x12\x34\n\rrestart_child\x18\x0b \x01(\x0b\x32\x1b.supervisor.v1.RestartChildH\x00\x12%\n\x05\x65vent\x18\x0c \x01(\x0b\x32\x14.supervisor.v1.EventH\x00\x12#\n\x04ping\x18\r \x01(\x0b\x32\x13.supervisor.v1.PingH\x00\x12\x30\n\x0btask_failed\x18\x0e \x01(\x0b\x32\x19.supervisor.v1.TaskFailedH\x00\x12\'\n\x06opaque\x18\x0f \x01(\x0b\x32\x15.supervisor.v1.OpaqueH\x00\x42\t\n\x07payload\"V\n\x0b\x43hildExited\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x62normal\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"5\n\x0cRestartChild\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\"\x14\n\x04Ping\x12\x0c\n\x04note\x18\x01 \x01(\t\")\n\nTaskFailed\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"(\n\x06Opaque\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/supervisor/v1/envelope.proto\x12\rsupervisor.v1\x1a!protos/supervisor/v1/events.proto\x1a\"protos/supervisor/v1/session.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xb0\x07\n\x08\x45nvelope\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x11\n\trecipient\x18\x03 \x01(\t\x12*\n\x05trace\x18\x04 \x01(\x0b\x32\x1b.supervisor.v1.TraceContext\x12\x17\n\x0fsent_unix_nanos\x18\x05 \x01(\x03\x12\x32\n\x0c\x63hild_exited\x18\n \x01(\x0b\x32\x1a.supervisor.v1.ChildExitedH\x00\x12\x34\n\rrestart_child\x18\x0b \x01(\x0b\x32\x1b.supervisor.v1.RestartChildH\x00\x12%\n\x05\x65vent\x18\x0c \x01(\x0b\x32\x14.supervisor.v1.EventH\x00\x12#\n\x04ping\x18\r \x01(\x0b\x32\x13.supervisor.v1.PingH\x00\x12\x30\n\x0btask_failed\x18\x0e \x01(\x0b\x32\x19.supervisor.v1.TaskFailedH\x00\x12\'\n\x06opaque\x18\x0f \x01(\x0b\x32\x15.supervisor.v1.OpaqueH\x00\x12.\n\x06submit\x18\x14 \x01(\x0b\x32\x1c.supervisor.v1.SubmitRequestH\x00\x12\x35\n\x0csubmit_reply\x18\x15 \x01(\x0b\x32\x1d.supervisor.v1.SubmitResponseH\x00\x12\x34\n\tinterrupt\x18\x16 \x01(\x0b\x32\x1f.supervisor.v1.InterruptRequestH\x00\x12;\n\x0finterrupt_reply\x18\x17 \x01(\x0b\x32 .supervisor.v1.InterruptResponseH\x00\x12?\n\x0fupdate_settings\x18\x18 \x01(\x0b\x32$.supervisor.v1.UpdateSettingsRequestH\x00\x12\x46\n\x15update_settings_reply\x18\x19 \x01(\x0b\x32%.supervisor.v1.UpdateSettingsResponseH\x00\x12\x37\n\x0bget_session\x18\x1a \x01(\x0b\x32 .supervisor.v1.GetSessionRequestH\x00\x12>\n\x11get_session_reply\x18\x1b \x01(\x0b\x32!.supervisor.v1.GetSessionResponseH\x00\x12,\n\ttask_done\x18\x1c \x01(\x0b\x32\x17.supervisor.v1.TaskDoneH\x00\x42\t\n\x07payload\"V\n\x0b\x43hildExited\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x62normal\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"5\n\x0cRestartChild\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\"\x14\n\x04Ping\x12\x0c\n\x04note\x18\x01 \x01(\t\")\n\nTaskFailed\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"(\n\x06Opaque\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x96\x01\n\x08TaskDone\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x1a\n\x12last_agent_message\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.supervisor.v1.TokenUsage\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACECONTEXT']._serialized_start=89
-  _globals['_TRACECONTEXT']._serialized_end=144
-  _globals['_ENVELOPE']._serialized_start=147
-  _globals['_ENVELOPE']._serialized_end=569
-  _globals['_CHILDEXITED']._serialized_start=571
-  _globals['_CHILDEXITED']._serialized_end=657
-  _globals['_RESTARTCHILD']._serialized_start=659
-  _globals['_RESTARTCHILD']._serialized_end=712
-  _globals['_PING']._serialized_start=714
-  _globals['_PING']._serialized_end=734
-  _globals['_TASKFAILED']._serialized_start=736
-  _globals['_TASKFAILED']._serialized_end=777
-  _globals['_OPAQUE']._serialized_start=779
-  _globals['_OPAQUE']._serialized_end=819
+  _globals['_TRACECONTEXT']._serialized_start=125
+  _globals['_TRACECONTEXT']._serialized_end=180
+  _globals['_ENVELOPE']._serialized_start=183
+  _globals['_ENVELOPE']._serialized_end=1127
+  _globals['_CHILDEXITED']._serialized_start=1129
+  _globals['_CHILDEXITED']._serialized_end=1215
+  _globals['_RESTARTCHILD']._serialized_start=1217
+  _globals['_RESTARTCHILD']._serialized_end=1270
+  _globals['_PING']._serialized_start=1272
+  _globals['_PING']._serialized_end=1292
+  _globals['_TASKFAILED']._serialized_start=1294
+  _globals['_TASKFAILED']._serialized_end=1335
+  _globals['_OPAQUE']._serialized_start=1337
+  _globals['_OPAQUE']._serialized_end=1377
+  _globals['_TASKDONE']._serialized_start=1380
+  _globals['_TASKDONE']._serialized_end=1530
 # @@protoc_insertion_point(module_scope)

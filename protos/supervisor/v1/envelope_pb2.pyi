@@ -7,6 +7,7 @@ The message actors exchange, in process and across processes or hosts (over gRPC
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from protos.supervisor.v1 import events_pb2 as _events_pb2
+from protos.supervisor.v1 import session_pb2 as _session_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -61,6 +62,15 @@ class Envelope(_message.Message):
     PING_FIELD_NUMBER: _builtins.int
     TASK_FAILED_FIELD_NUMBER: _builtins.int
     OPAQUE_FIELD_NUMBER: _builtins.int
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    SUBMIT_REPLY_FIELD_NUMBER: _builtins.int
+    INTERRUPT_FIELD_NUMBER: _builtins.int
+    INTERRUPT_REPLY_FIELD_NUMBER: _builtins.int
+    UPDATE_SETTINGS_FIELD_NUMBER: _builtins.int
+    UPDATE_SETTINGS_REPLY_FIELD_NUMBER: _builtins.int
+    GET_SESSION_FIELD_NUMBER: _builtins.int
+    GET_SESSION_REPLY_FIELD_NUMBER: _builtins.int
+    TASK_DONE_FIELD_NUMBER: _builtins.int
     correlation_id: _builtins.str
     """Correlates a reply with its request; unique per request."""
     sender: _builtins.str
@@ -97,6 +107,28 @@ class Envelope(_message.Message):
     def opaque(self) -> Global___Opaque:
         """Opaque application payload (serialized protobuf of `type_url`)."""
 
+    @_builtins.property
+    def submit(self) -> _session_pb2.SubmitRequest:
+        """Session requests (the same messages the gRPC API takes) and their replies."""
+
+    @_builtins.property
+    def submit_reply(self) -> _session_pb2.SubmitResponse: ...
+    @_builtins.property
+    def interrupt(self) -> _session_pb2.InterruptRequest: ...
+    @_builtins.property
+    def interrupt_reply(self) -> _session_pb2.InterruptResponse: ...
+    @_builtins.property
+    def update_settings(self) -> _session_pb2.UpdateSettingsRequest: ...
+    @_builtins.property
+    def update_settings_reply(self) -> _session_pb2.UpdateSettingsResponse: ...
+    @_builtins.property
+    def get_session(self) -> _session_pb2.GetSessionRequest: ...
+    @_builtins.property
+    def get_session_reply(self) -> _session_pb2.GetSessionResponse: ...
+    @_builtins.property
+    def task_done(self) -> Global___TaskDone:
+        """Internal: a task (turn) of the session ended."""
+
     def __init__(
         self,
         *,
@@ -111,12 +143,21 @@ class Envelope(_message.Message):
         ping: Global___Ping | None = ...,
         task_failed: Global___TaskFailed | None = ...,
         opaque: Global___Opaque | None = ...,
+        submit: _session_pb2.SubmitRequest | None = ...,
+        submit_reply: _session_pb2.SubmitResponse | None = ...,
+        interrupt: _session_pb2.InterruptRequest | None = ...,
+        interrupt_reply: _session_pb2.InterruptResponse | None = ...,
+        update_settings: _session_pb2.UpdateSettingsRequest | None = ...,
+        update_settings_reply: _session_pb2.UpdateSettingsResponse | None = ...,
+        get_session: _session_pb2.GetSessionRequest | None = ...,
+        get_session_reply: _session_pb2.GetSessionResponse | None = ...,
+        task_done: Global___TaskDone | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["child_exited", b"child_exited", "event", b"event", "opaque", b"opaque", "payload", b"payload", "ping", b"ping", "restart_child", b"restart_child", "task_failed", b"task_failed", "trace", b"trace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["child_exited", b"child_exited", "event", b"event", "get_session", b"get_session", "get_session_reply", b"get_session_reply", "interrupt", b"interrupt", "interrupt_reply", b"interrupt_reply", "opaque", b"opaque", "payload", b"payload", "ping", b"ping", "restart_child", b"restart_child", "submit", b"submit", "submit_reply", b"submit_reply", "task_done", b"task_done", "task_failed", b"task_failed", "trace", b"trace", "update_settings", b"update_settings", "update_settings_reply", b"update_settings_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_exited", b"child_exited", "correlation_id", b"correlation_id", "event", b"event", "opaque", b"opaque", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "restart_child", b"restart_child", "sender", b"sender", "sent_unix_nanos", b"sent_unix_nanos", "task_failed", b"task_failed", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_exited", b"child_exited", "correlation_id", b"correlation_id", "event", b"event", "get_session", b"get_session", "get_session_reply", b"get_session_reply", "interrupt", b"interrupt", "interrupt_reply", b"interrupt_reply", "opaque", b"opaque", "payload", b"payload", "ping", b"ping", "recipient", b"recipient", "restart_child", b"restart_child", "sender", b"sender", "sent_unix_nanos", b"sent_unix_nanos", "submit", b"submit", "submit_reply", b"submit_reply", "task_done", b"task_done", "task_failed", b"task_failed", "trace", b"trace", "update_settings", b"update_settings", "update_settings_reply", b"update_settings_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["child_exited", "restart_child", "event", "ping", "task_failed", "opaque"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["child_exited", "restart_child", "event", "ping", "task_failed", "opaque", "submit", "submit_reply", "interrupt", "interrupt_reply", "update_settings", "update_settings_reply", "get_session", "get_session_reply", "task_done"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -255,3 +296,47 @@ class Opaque(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Opaque: _TypeAlias = Opaque  # noqa: Y015
+
+@_typing.final
+class TaskDone(_message.Message):
+    """A session task ended (sent by the task's trio wrapper to its session)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    LAST_AGENT_MESSAGE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task."""
+    outcome: _builtins.str
+    """"completed", "interrupted", "shutdown" or "failed"."""
+    error: _builtins.str
+    """Error text when failed."""
+    last_agent_message: _builtins.str
+    """Final agent message when completed."""
+    duration_ms: _builtins.int
+    """Wall time of the task."""
+    @_builtins.property
+    def usage(self) -> _events_pb2.TokenUsage:
+        """Token usage when completed."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        error: _builtins.str = ...,
+        last_agent_message: _builtins.str = ...,
+        usage: _events_pb2.TokenUsage | None = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "last_agent_message", b"last_agent_message", "outcome", b"outcome", "task_id", b"task_id", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskDone: _TypeAlias = TaskDone  # noqa: Y015

@@ -47,6 +47,7 @@ class Event(_message.Message):
     SETTINGS_UPDATED_FIELD_NUMBER: _builtins.int
     SESSION_STOPPED_FIELD_NUMBER: _builtins.int
     TASK_QUEUED_FIELD_NUMBER: _builtins.int
+    COMPACTED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session that emitted the event."""
     seq: _builtins.int
@@ -89,6 +90,8 @@ class Event(_message.Message):
     def session_stopped(self) -> Global___SessionStopped: ...
     @_builtins.property
     def task_queued(self) -> Global___TaskQueued: ...
+    @_builtins.property
+    def compacted(self) -> Global___ContextCompacted: ...
     def __init__(
         self,
         *,
@@ -112,12 +115,13 @@ class Event(_message.Message):
         settings_updated: Global___SettingsUpdated | None = ...,
         session_stopped: Global___SessionStopped | None = ...,
         task_queued: Global___TaskQueued | None = ...,
+        compacted: Global___ContextCompacted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_queued", b"task_queued", "time", b"time", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_queued", b"task_queued", "time", b"time", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -535,3 +539,25 @@ class TaskQueued(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskQueued: _TypeAlias = TaskQueued  # noqa: Y015
+
+@_typing.final
+class ContextCompacted(_message.Message):
+    """The conversation was compacted (a new context window began)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_GENERATION_FIELD_NUMBER: _builtins.int
+    window_generation: _builtins.int
+    """Window generation after the compaction."""
+    def __init__(
+        self,
+        *,
+        window_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["window_generation", b"window_generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContextCompacted: _TypeAlias = ContextCompacted  # noqa: Y015

@@ -1,0 +1,343 @@
+"""The append-only event log (SQLite, WAL) and the live fan-out of appended events.
+
+Contract:
+- ``append`` gives an event the session's next sequence number and the time, and commits it before it
+  returns; only then does the hub publish it. So every event anyone saw is in the log, and a process killed
+  with SIGKILL loses nothing that was acknowledged (WAL + synchronous=NORMAL survives a process crash).
+- Session records are transactional: ``create_session`` writes a row in state ``starting``; ``commit_session``
+  makes it visible; ``discard_session`` deletes it with its events. Rows still ``starting`` when a log is
+  opened belong to a start that never finished and are discarded then.
+- ``Subscription`` queues are bounded. A subscriber that falls behind is marked ``lagging`` and dropped from
+  the live feed instead of growing memory; ``follow`` then reads what it missed from the log, so the client
+  still gets every event exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from protos.supervisor.v1 import events_pb2
+
+__all__ = ["EventHub", "EventLog", "SessionRecord", "Subscription"]
+
+#: Live events held for one subscriber before it is marked lagging and served from the log instead.
+SUBSCRIBER_QUEUE_LIMIT = 4096
+#: Events read from the log per query while catching up.
+READ_BATCH = 1000
+#: How long a follower waits for a live event before checking whether its session ended.
+FOLLOW_POLL_S = 0.5
+#: SQLite busy timeout (another process holding the write lock).
+BUSY_TIMEOUT_MS = 5000
+
+STARTING, RUNNING, STOPPED = "starting", "running", "stopped"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  created REAL NOT NULL,
+  forked_from TEXT NOT NULL DEFAULT '',
+  fork_seq INTEGER NOT NULL DEFAULT -1,
+  parent_id TEXT NOT NULL DEFAULT '',
+  config BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  session_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class SessionRecord:
+    """One row of the sessions table."""
+
+    session_id: str
+    status: str
+    created: float
+    forked_from: str
+    fork_seq: int
+    parent_id: str
+    config: bytes
+    last_seq: int
+
+
+class EventLog:
+    """SQLite-backed, thread-safe event log shared by every session of a process."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._next_seq: dict[str, int] = {}
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM events WHERE session_id IN (SELECT id FROM sessions WHERE status=?)",
+                             (STARTING,))
+            self._db.execute("DELETE FROM sessions WHERE status=?", (STARTING,))
+            self._db.execute("UPDATE sessions SET status=? WHERE status=?", (STOPPED, RUNNING))
+            self._db.execute("COMMIT")
+        self.hub = EventHub()
+
+    def close(self) -> None:
+        """Close the database (pending subscribers are ended)."""
+        self.hub.close_all()
+        with self._lock:
+            self._db.close()
+
+    # --- sessions -------------------------------------------------------------------------------------
+    def create_session(self, session_id: str, config: bytes, *, forked_from: str = "", fork_seq: int = -1,
+                       parent_id: str = "", resume: bool = False) -> None:
+        """Start a session's record (invisible until committed), or reopen a logged one for resume."""
+        with self._lock:
+            if resume:
+                self._db.execute("UPDATE sessions SET status=?, config=? WHERE id=?", (RUNNING, config, session_id))
+                row = self._db.execute("SELECT MAX(seq) FROM events WHERE session_id=?", (session_id,)).fetchone()
+                self._next_seq[session_id] = (row[0] + 1) if row[0] is not None else 0
+                return
+            self._db.execute(
+                "INSERT INTO sessions (id, status, created, forked_from, fork_seq, parent_id, config) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, STARTING, time.time(), forked_from, fork_seq, parent_id, config),
+            )
+            self._next_seq[session_id] = 0
+
+    def commit_session(self, session_id: str) -> None:
+        """Make a started session visible."""
+        with self._lock:
+            self._db.execute("UPDATE sessions SET status=? WHERE id=? AND status=?", (RUNNING, session_id, STARTING))
+
+    def discard_session(self, session_id: str, *, resumed: bool = False) -> None:
+        """Undo a failed start: a new session vanishes with its events; a failed resume keeps its history."""
+        with self._lock:
+            if resumed:
+                self._db.execute("UPDATE sessions SET status=? WHERE id=?", (STOPPED, session_id))
+            else:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM events WHERE session_id=?", (session_id,))
+                self._db.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+                self._db.execute("COMMIT")
+            self._next_seq.pop(session_id, None)
+
+    def set_status(self, session_id: str, status: str) -> None:
+        """Record a session's lifecycle state."""
+        with self._lock:
+            self._db.execute("UPDATE sessions SET status=? WHERE id=?", (status, session_id))
+
+    def update_config(self, session_id: str, config: bytes) -> None:
+        """Record a session's current configuration."""
+        with self._lock:
+            self._db.execute("UPDATE sessions SET config=? WHERE id=?", (config, session_id))
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        """A session's record (``starting`` ones are invisible), or None."""
+        rows = self._sessions("WHERE s.id=? AND s.status!=?", (session_id, STARTING))
+        return rows[0] if rows else None
+
+    def list_sessions(self, *, include_stopped: bool = True) -> list[SessionRecord]:
+        """Visible sessions, newest first."""
+        if include_stopped:
+            return self._sessions("WHERE s.status!=?", (STARTING,))
+        return self._sessions("WHERE s.status=?", (RUNNING,))
+
+    def _sessions(self, where: str, args: tuple[object, ...]) -> list[SessionRecord]:
+        sql = ("SELECT s.id, s.status, s.created, s.forked_from, s.fork_seq, s.parent_id, s.config, "
+               "(SELECT MAX(seq) FROM events e WHERE e.session_id = s.id) FROM sessions s "
+               f"{where} ORDER BY s.created DESC")
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], -1 if r[7] is None else r[7]) for r in rows]
+
+    # --- events ---------------------------------------------------------------------------------------
+    def append(self, session_id: str, event: events_pb2.Event) -> events_pb2.Event:
+        """Stamp ``event`` with the next sequence number and the time, commit it, then publish it."""
+        with self._lock:
+            seq = self._next_seq.get(session_id)
+            if seq is None:
+                raise KeyError(f"session {session_id} is not open for appending")
+            event.session_id = session_id
+            event.seq = seq
+            event.time.GetCurrentTime()
+            self._db.execute(
+                "INSERT INTO events (session_id, seq, kind, data) VALUES (?, ?, ?, ?)",
+                (session_id, seq, event.WhichOneof("msg") or "", event.SerializeToString()),
+            )
+            self._next_seq[session_id] = seq + 1
+            # publish under the lock so that subscribers see events in sequence order
+            self.hub.publish(session_id, event)
+        return event
+
+    def close_session(self, session_id: str) -> None:
+        """No more events for this session: end its live subscriptions."""
+        with self._lock:
+            self._next_seq.pop(session_id, None)
+        self.hub.end(session_id)
+
+    def is_open(self, session_id: str) -> bool:
+        """True while the session can still append events."""
+        with self._lock:
+            return session_id in self._next_seq
+
+    def read(self, session_id: str, from_seq: int = 0, limit: int = READ_BATCH) -> list[events_pb2.Event]:
+        """Logged events with ``seq >= from_seq``, in order, at most ``limit``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM events WHERE session_id=? AND seq>=? ORDER BY seq LIMIT ?",
+                (session_id, from_seq, limit),
+            ).fetchall()
+        return [events_pb2.Event.FromString(r[0]) for r in rows]
+
+    def read_kinds(self, session_id: str, kinds: tuple[str, ...], up_to: int = -1) -> list[events_pb2.Event]:
+        """Logged events of the given kinds (for history replay on resume and fork)."""
+        marks = ",".join("?" * len(kinds))
+        bound = "" if up_to < 0 else " AND seq<=?"
+        args: tuple[object, ...] = (session_id, *kinds) + (() if up_to < 0 else (up_to,))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT data FROM events WHERE session_id=? AND kind IN ({marks}){bound} ORDER BY seq", args
+            ).fetchall()
+        return [events_pb2.Event.FromString(r[0]) for r in rows]
+
+    def follow(self, session_id: str, from_seq: int = 0, *, stop: threading.Event | None = None,
+               live: bool = True) -> Iterator[events_pb2.Event]:
+        """Every event from ``from_seq``: logged ones, then live ones until the session ends or ``stop``."""
+        sub = self.hub.subscribe(session_id) if live else None
+        try:
+            next_seq = from_seq
+            while True:
+                batch = self.read(session_id, next_seq)
+                for event in batch:
+                    yield event
+                    next_seq = event.seq + 1
+                if len(batch) < READ_BATCH:
+                    break
+            if sub is None:
+                return
+            while not (stop is not None and stop.is_set()):
+                if sub.lagging:
+                    # dropped from the live feed: catch up from the log, then rejoin
+                    self.hub.unsubscribe(sub)
+                    sub = self.hub.subscribe(session_id)
+                    for event in self._catch_up(session_id, next_seq):
+                        yield event
+                        next_seq = event.seq + 1
+                    continue
+                try:
+                    event = sub.queue.get(timeout=FOLLOW_POLL_S)
+                except queue.Empty:
+                    if not self.is_open(session_id) and sub.queue.empty():
+                        for event in self._catch_up(session_id, next_seq):
+                            yield event
+                        return
+                    continue
+                if event is None:  # the session ended
+                    for event in self._catch_up(session_id, next_seq):
+                        yield event
+                    return
+                if event.seq < next_seq:
+                    continue
+                if event.seq > next_seq:  # a gap can only come from lag; fill it from the log
+                    for missed in self._catch_up(session_id, next_seq, until=event.seq):
+                        yield missed
+                yield event
+                next_seq = event.seq + 1
+        finally:
+            if sub is not None:
+                self.hub.unsubscribe(sub)
+
+    def _catch_up(self, session_id: str, from_seq: int, until: int | None = None) -> Iterator[events_pb2.Event]:
+        next_seq = from_seq
+        while True:
+            batch = self.read(session_id, next_seq)
+            for event in batch:
+                if until is not None and event.seq >= until:
+                    return
+                yield event
+                next_seq = event.seq + 1
+            if len(batch) < READ_BATCH:
+                return
+
+
+@dataclass
+class Subscription:
+    """A live feed of one session's events (bounded; ``None`` marks the end)."""
+
+    session_id: str
+    queue: queue.Queue[events_pb2.Event | None]
+    lagging: bool = False
+
+
+class EventHub:
+    """Fan-out of appended events to live subscribers."""
+
+    def __init__(self, limit: int = SUBSCRIBER_QUEUE_LIMIT) -> None:
+        self._limit = limit
+        self._subs: dict[str, set[int]] = {}
+        self._by_id: dict[int, Subscription] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, session_id: str) -> Subscription:
+        """Register a live subscriber."""
+        sub = Subscription(session_id, queue.Queue(maxsize=self._limit))
+        with self._lock:
+            self._subs.setdefault(session_id, set()).add(id(sub))
+            self._by_id[id(sub)] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a subscriber."""
+        with self._lock:
+            self._by_id.pop(id(sub), None)
+            ids = self._subs.get(sub.session_id)
+            if ids is not None:
+                ids.discard(id(sub))
+                if not ids:
+                    self._subs.pop(sub.session_id, None)
+
+    def subscriber_count(self, session_id: str) -> int:
+        """Live subscribers of a session."""
+        with self._lock:
+            return len(self._subs.get(session_id, ()))
+
+    def publish(self, session_id: str, event: events_pb2.Event) -> None:
+        """Offer an event to every subscriber; one that is full is marked lagging and skipped."""
+        with self._lock:
+            subs = [self._by_id[i] for i in self._subs.get(session_id, ())]
+        for sub in subs:
+            if sub.lagging:
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except queue.Full:
+                sub.lagging = True
+
+    def end(self, session_id: str) -> None:
+        """Tell every subscriber of a session that no more events come."""
+        with self._lock:
+            subs = [self._by_id[i] for i in self._subs.get(session_id, ())]
+        for sub in subs:
+            try:
+                sub.queue.put_nowait(None)
+            except queue.Full:
+                sub.lagging = True
+
+    def close_all(self) -> None:
+        """End every subscription (log shutdown)."""
+        with self._lock:
+            session_ids = list(self._subs)
+        for session_id in session_ids:
+            self.end(session_id)

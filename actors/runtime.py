@@ -1,0 +1,226 @@
+"""SessionRuntime: the process's sessions, their log, and the operations the API offers on them.
+
+The runtime is the one place that knows every live session. It starts sessions transactionally (a start
+that fails leaves nothing behind: no live actor, no record in the log), resolves resume and fork from the
+log, and turns a request for an unknown or stopped session into a narrow error the gateway maps to a status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actors import _tracing
+from actors._config_load import load_config
+from actors._eventlog import RUNNING, EventLog
+from actors._tasks import TaskRunner, builtin_runner
+from actors.errors import SessionStateError, StartupFailed, UnknownSession
+from actors.session import SessionSetup, SessionSupervisor
+from actors.supervision import ChildSpec, exc_text, start_actor
+from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
+
+__all__ = ["RuntimeOptions", "SessionRuntime"]
+
+logger = logging.getLogger(__name__)
+
+#: How long StartSession waits for a session's start-up (children included).
+START_TIMEOUT_S = 120.0
+#: How long a request to a live session may wait for its answer.
+REQUEST_TIMEOUT_S = 30.0
+#: How long StopSession waits for the session and its children.
+STOP_TIMEOUT_S = 60.0
+EVENT_LOG_FILE = "events.sqlite3"
+
+
+@dataclass
+class RuntimeOptions:
+    """How the runtime builds sessions."""
+
+    home: Path
+    managed_dir: Path | None = None
+    task_runner: TaskRunner = builtin_runner
+    #: Extra children for every session (tests use it to add slow or crashing children).
+    extra_children: Callable[[SessionSetup], list[ChildSpec]] | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class SessionRuntime:
+    """Starts, finds, drives and stops the sessions of one process."""
+
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.options = options
+        options.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.log = EventLog(options.home / EVENT_LOG_FILE)
+        self._live: dict[str, SessionSupervisor] = {}
+        self._lock = threading.Lock()
+
+    # --- start ----------------------------------------------------------------------------------------
+    def start_session(self, request: session_pb2.StartSessionRequest, traceparent: str = "",
+                      tracestate: str = "") -> session_pb2.StartSessionResponse:
+        """Start a new, resumed or forked session; raise a narrow error if it cannot start."""
+        mode = request.mode or session_pb2.START_MODE_NEW
+        with _tracing.span("session.start", traceparent, tracestate,
+                           attributes={"session.start_mode": session_pb2.StartMode.Name(mode)}) as span_tp:
+            setup = self._setup_for(request, mode)
+            setup.start_traceparent = span_tp
+            actor = SessionSupervisor(setup)
+            with self._lock:
+                self._live[setup.session_id] = actor
+            start_actor(actor)
+            try:
+                actor.started.result(timeout=START_TIMEOUT_S)
+            except Exception as exc:
+                self._forget(setup.session_id)
+                if actor.actor_ref.is_alive():
+                    actor.actor_ref.stop(block=True, timeout=STOP_TIMEOUT_S)
+                raise StartupFailed(f"session start failed: {exc_text(exc)}") from exc
+            return session_pb2.StartSessionResponse(
+                session_id=setup.session_id, configuration=actor.configuration,
+                configured_seq=actor.configured_seq,
+            )
+
+    def _setup_for(self, request: session_pb2.StartSessionRequest, mode: int) -> SessionSetup:
+        cwd = request.cwd or os.getcwd()
+        if not os.path.isdir(cwd):
+            from actors.errors import ConfigError
+
+            raise ConfigError(f"cwd: {cwd!r} is not a directory")
+        loaded = load_config(cwd=cwd, home=self.options.home, managed_dir=self.options.managed_dir,
+                             profile=request.profile or None, overrides=list(request.config_overrides))
+        configuration = loaded.session
+        configuration.session_source.kind = config_pb2.SessionSource.KIND_GRPC
+        if request.thread_name:
+            configuration.thread_name = request.thread_name
+        if request.client_name:
+            configuration.app_server_client_name = request.client_name
+        if request.client_version:
+            configuration.app_server_client_version = request.client_version
+        setup = SessionSetup(
+            session_id=uuid.uuid4().hex, start_kind="new", configuration=configuration,
+            constraints=loaded.constraints, log=self.log, warnings=list(loaded.warnings),
+            deprecations=list(loaded.deprecations), task_runner=self.options.task_runner,
+            on_exit=self._forget, services=dict(self.options.services),
+        )
+        setup.services["loaded_config"] = loaded
+        if mode in (session_pb2.START_MODE_RESUME, session_pb2.START_MODE_FORK):
+            record = self.log.session(request.session_id) if request.session_id else None
+            if record is None:
+                raise UnknownSession(f"session {request.session_id!r} is not in the log")
+            logged = config_pb2.SessionConfiguration.FromString(record.config)
+            if not request.cwd:
+                configuration.cwd = logged.cwd
+            kinds = ("turn_started", "agent_message", "turn_completed", "compacted")
+            if mode == session_pb2.START_MODE_RESUME:
+                with self._lock:
+                    if request.session_id in self._live or record.status == RUNNING:
+                        raise SessionStateError(f"session {request.session_id} is running; it cannot be resumed")
+                setup.session_id = request.session_id
+                setup.start_kind = "resume"
+                setup.history = self.log.read_kinds(request.session_id, kinds)
+                setup.window_generation = sum(1 for e in setup.history if e.WhichOneof("msg") == "compacted")
+            else:
+                setup.start_kind = "fork"
+                setup.forked_from = request.session_id
+                setup.fork_seq = record.last_seq
+                setup.history = self.log.read_kinds(request.session_id, kinds, up_to=record.last_seq)
+        if self.options.extra_children is not None:
+            setup.children.extend(self.options.extra_children(setup))
+        return setup
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            self._live.pop(session_id, None)
+
+    # --- lookup and requests --------------------------------------------------------------------------
+    def live(self, session_id: str) -> SessionSupervisor:
+        """The live session, or a narrow error (NOT_FOUND / FAILED_PRECONDITION)."""
+        with self._lock:
+            actor = self._live.get(session_id)
+        if actor is not None and actor.actor_ref.is_alive():
+            return actor
+        if self.log.session(session_id) is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        raise SessionStateError(f"session {session_id} is stopped; resume it first")
+
+    def request(self, session_id: str, envelope: envelope_pb2.Envelope,
+                timeout: float = REQUEST_TIMEOUT_S) -> envelope_pb2.Envelope:
+        """Send a request envelope to a live session and wait for its reply envelope."""
+        actor = self.live(session_id)
+        if not envelope.trace.traceparent:
+            tp, ts = _tracing.current_traceparent()
+            envelope.trace.traceparent, envelope.trace.tracestate = tp, ts
+        try:
+            reply: envelope_pb2.Envelope = actor.actor_ref.ask(envelope, timeout=timeout)
+        except pykka.ActorDeadError as exc:
+            raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+        return reply
+
+    def stop_session(self, session_id: str) -> session_pb2.StopSessionResponse:
+        """Stop a live session (children newest first); its log stays."""
+        actor = self.live(session_id)
+        try:
+            actor.actor_ref.stop(block=True, timeout=STOP_TIMEOUT_S)
+        except pykka.ActorDeadError:
+            pass
+        record = self.log.session(session_id)
+        return session_pb2.StopSessionResponse(last_seq=max(record.last_seq, 0) if record else 0)
+
+    def get_session(self, session_id: str) -> session_pb2.SessionInfo:
+        """A live session's info, or a logged one's."""
+        with self._lock:
+            actor = self._live.get(session_id)
+        if actor is not None and actor.actor_ref.is_alive():
+            reply = self.request(session_id, envelope_pb2.Envelope(
+                get_session=session_pb2.GetSessionRequest(session_id=session_id)))
+            return reply.get_session_reply.session
+        record = self.log.session(session_id)
+        if record is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        return self._info_from_record(record)
+
+    @staticmethod
+    def _info_from_record(record: Any) -> session_pb2.SessionInfo:
+        info = session_pb2.SessionInfo(
+            session_id=record.session_id,
+            status=(session_pb2.SESSION_STATUS_RUNNING if record.status == RUNNING
+                    else session_pb2.SESSION_STATUS_STOPPED),
+            configuration=config_pb2.SessionConfiguration.FromString(record.config),
+            forked_from_id=record.forked_from, last_seq=max(record.last_seq, 0),
+        )
+        info.created.FromNanoseconds(int(record.created * 1e9))
+        return info
+
+    def list_sessions(self, include_stopped: bool = False) -> list[session_pb2.SessionInfo]:
+        """Sessions in the log (live ones only unless ``include_stopped``), newest first."""
+        return [self._info_from_record(r) for r in self.log.list_sessions(include_stopped=include_stopped)]
+
+    def stream(self, session_id: str, from_seq: int = 0, *, stop: threading.Event | None = None,
+               follow: bool = True) -> Iterator[events_pb2.Event]:
+        """A session's events from ``from_seq``: logged, then live until it stops (or ``stop`` is set)."""
+        if self.log.session(session_id) is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        return self.log.follow(session_id, from_seq, stop=stop, live=follow)
+
+    def live_ids(self) -> list[str]:
+        """Ids of the live sessions."""
+        with self._lock:
+            return list(self._live)
+
+    def shutdown(self) -> None:
+        """Stop every live session and close the log."""
+        with self._lock:
+            actors = list(self._live.values())
+        for actor in actors:
+            try:
+                actor.actor_ref.stop(block=True, timeout=STOP_TIMEOUT_S)
+            except pykka.ActorDeadError:
+                pass
+        self.log.close()
