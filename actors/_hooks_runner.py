@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,9 @@ FALLBACK_SHELL = "/bin/sh"
 #: Milliseconds per second, for durations in events.
 MS_PER_S = 1000
 
-_counters: dict[int, Any] = {}
+#: ``hook_runs`` counters per meter provider (None: the global one), so each is created once.
+_counters: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_global_counter: list[Any] = []
 
 
 class UnknownHookEvent(ValueError):
@@ -122,9 +125,13 @@ class HookRunner:
         async def run_into(index: int, handler: HookHandler) -> None:
             results[index] = await self._run_one(handler, event_name, stdin, traceparent)
 
-        async with trio.open_nursery() as nursery:
-            for index, handler in enumerate(handlers):
-                nursery.start_soon(run_into, index, handler)
+        try:
+            async with trio.open_nursery() as nursery:
+                for index, handler in enumerate(handlers):
+                    nursery.start_soon(run_into, index, handler)
+        except BaseExceptionGroup as group:
+            _raise_single_cancelled(group)
+            raise
         return aggregate(event_name, [r for r in results if r is not None])
 
     async def _run_one(
@@ -231,6 +238,21 @@ async def run_hooks(
     return await runner.run(event_name, hook_input, traceparent=traceparent)
 
 
+def _raise_single_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
+    """If ``group`` holds nothing but cancellations, raise one plain ``trio.Cancelled`` instead.
+
+    Callers (and ``TrioHost``'s task wrapper) recognise a cancelled task by a bare ``trio.Cancelled``;
+    the nested nurseries of concurrent hook runs would otherwise wrap it in exception groups.
+    """
+    cancelled, rest = group.split(trio.Cancelled)
+    if cancelled is None or rest is not None:
+        return
+    leaf: BaseException = cancelled
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    raise leaf from None
+
+
 #: Outcome names as ``hooks_pb2.HookOutcome`` values.
 _OUTCOME_TO_PROTO: dict[str, hooks_pb2.HookOutcome.ValueType] = {
     "success": hooks_pb2.HOOK_OUTCOME_SUCCESS,
@@ -243,6 +265,14 @@ _OUTCOME_TO_PROTO: dict[str, hooks_pb2.HookOutcome.ValueType] = {
 def _start_span(tracer_provider: Any, handler: HookHandler, run_id: str, traceparent: str | None) -> Any:
     if not traceparent:
         return None
+    try:
+        return _open_span(tracer_provider, handler, run_id, traceparent)
+    except Exception:  # telemetry must never change a hook's result
+        logger.exception("starting a span for hook run %s failed", run_id)
+        return None
+
+
+def _open_span(tracer_provider: Any, handler: HookHandler, run_id: str, traceparent: str) -> Any:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -290,8 +320,9 @@ def _end_span(span: Any, result: HookRunResult) -> None:
 
 
 def _count(meter_provider: Any, result: HookRunResult) -> None:
-    key = id(meter_provider)
-    counter = _counters.get(key)
+    counter = _global_counter[0] if meter_provider is None and _global_counter else None
+    if meter_provider is not None:
+        counter = _counters.get(meter_provider)
     if counter is None:
         from opentelemetry import metrics
 
@@ -301,7 +332,10 @@ def _count(meter_provider: Any, result: HookRunResult) -> None:
             else metrics.get_meter(INSTRUMENTATION_NAME)
         )
         counter = meter.create_counter(RUN_COUNTER_NAME, unit="1", description="Hook command runs")
-        _counters[key] = counter
+        if meter_provider is None:
+            _global_counter.append(counter)
+        else:
+            _counters[meter_provider] = counter
     counter.add(
         1,
         {"source": result.handler.source, "event": result.handler.event_name, "outcome": result.outcome},
