@@ -1,0 +1,103 @@
+"""Process-group helpers for stdio MCP servers (Linux ``/proc``).
+
+Contract:
+- The SDK's ``stdio_client`` spawns the server in a new session (its own process group, pgid == pid) but does
+  not expose the process. ``find_tagged_child`` finds it among this process's children by a unique value of
+  ``CONNECTION_TAG_VAR`` in its environment, which the connection sets, so concurrent spawns never mix.
+- ``peek_exit`` reads how a child ended without reaping it (``waitid`` with ``WNOWAIT``): the SDK reaps it
+  later, so its own bookkeeping stays right.
+- ``kill_group`` signals a whole group and ignores a group that is already gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import trio
+
+__all__ = ["CONNECTION_TAG_VAR", "find_tagged_child", "has_exited", "kill_group", "peek_exit", "wait_exited"]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable that carries a connection's unique tag into its server process.
+CONNECTION_TAG_VAR = "SUPERVISOR_MCP_CONNECTION"
+#: How often to look whether a process has exited while waiting for it.
+EXIT_POLL_INTERVAL_S = 0.01
+
+
+def _children_of_self() -> set[int]:
+    pids: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                text = Path(f"/proc/self/task/{task}/children").read_text()
+            except OSError:
+                continue
+            pids.update(int(pid) for pid in text.split())
+    except OSError:
+        return set()
+    return pids
+
+
+def find_tagged_child(tag: str) -> int | None:
+    """The pid of this process's child whose environment holds ``CONNECTION_TAG_VAR=tag``, if any."""
+    needle = f"{CONNECTION_TAG_VAR}={tag}".encode()
+    for pid in sorted(_children_of_self()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            return pid
+    return None
+
+
+def has_exited(pid: int) -> bool:
+    """True when the process is a zombie or gone (a child stays a zombie until it is reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state in ("Z", "X")
+
+
+async def wait_exited(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the process to exit; True when it did."""
+    with trio.move_on_after(timeout):
+        while not has_exited(pid):
+            await trio.sleep(EXIT_POLL_INTERVAL_S)
+        return True
+    return has_exited(pid)
+
+
+def peek_exit(pid: int) -> str | None:
+    """How a child that has exited ended ("exited with code 3", "was killed by signal 9"); None if running."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    if info is None:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with code {info.si_status}"
+    try:
+        name = signal.Signals(info.si_status).name
+    except ValueError:
+        name = "unknown signal"
+    return f"was killed by signal {info.si_status} ({name})"
+
+
+def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Send ``sig`` to every process of the group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        logger.warning("no permission to signal process group %d", pgid)
+        return False
+    return True
