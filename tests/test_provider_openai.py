@@ -253,3 +253,27 @@ def test_parse_arguments() -> None:
         parse_arguments("t", "{nope")
     with pytest.raises(ProviderError, match="not a JSON object"):
         parse_arguments("t", "[1]")
+
+
+def test_runs_on_the_shared_host_loop_and_its_task_scope_cancels_it(server: FakeOpenAIServer) -> None:
+    """As the session uses it: built in an actor thread, streamed in the shared trio loop, cancelled by
+    closing the actor's TaskScope from another thread."""
+    from actors.trio_host import TaskCancelled, get_host
+
+    host = get_host()
+    server.add_replies(Reply(text_deltas=("hello", " world")), Reply(text_deltas=("held",), hold_after=0))
+    provider = make_provider(server)
+    scope = host.open_scope("provider-test")
+    try:
+        response = host.call(collect_response, provider, request([Message.user("hi")]), timeout=TEST_TIMEOUT_S)
+        assert response.text == "hello world"
+        hanging = scope.submit(collect_response, provider, request([Message.user("hang")]))
+        assert server.wait_held(TEST_TIMEOUT_S)
+        started = time.monotonic()
+        assert scope.close(TEST_TIMEOUT_S)
+        assert time.monotonic() - started < CANCEL_BOUND_S
+        with pytest.raises(TaskCancelled):
+            hanging.result(TEST_TIMEOUT_S)
+    finally:
+        scope.close(TEST_TIMEOUT_S)
+        host.call(provider.aclose, timeout=TEST_TIMEOUT_S)
