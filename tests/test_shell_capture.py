@@ -8,6 +8,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -19,6 +20,7 @@ from actors._shell_files import SNAPSHOT_DIR_NAME, cleanup_stale, remove_snapsho
 from actors._shell_scripts import DEFAULT_SECRET_PATTERNS, SECRET_PLACEHOLDER, ShellKind
 from protos.supervisor.v1 import shell_pb2
 
+M = TypeVar("M", bound=Message)
 BASH = shutil.which("bash") or "/bin/bash"
 ZSH = shutil.which("zsh")
 DASH = shutil.which("dash")
@@ -60,7 +62,7 @@ class Events:
     def __call__(self, event: Message) -> None:
         self.items.append(event)
 
-    def of(self, kind: type[Message]) -> list[Message]:
+    def of(self, kind: type[M]) -> list[M]:
         return [e for e in self.items if isinstance(e, kind)]
 
 
@@ -142,11 +144,17 @@ async def test_rc_alias_function_export_and_option_survive_into_exec(
 async def test_bash_alias_needs_expand_aliases_and_eval(tmp_path: Path) -> None:
     """Without our eval/expand_aliases, sourcing then running an alias on the same line fails in bash."""
     home = _home(tmp_path, ".bashrc", "alias ll='echo LL-ALIAS'\n")
-    snap = await ShellSnapshotter(session_id="s", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV).capture()
+    snap = await ShellSnapshotter(
+        session_id="s", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV
+    ).capture()
     assert snap is not None
     assert "shopt -s expand_aliases" in snap.path.read_text()
     naive = await trio.run_process(
-        [BASH, "-c", f". {snap.path}; ll"], capture_stdout=True, capture_stderr=True, check=False, env=CLEAN_ENV
+        [BASH, "-c", f". {snap.path}; ll"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=CLEAN_ENV,
     )
     assert naive.returncode != 0  # the line was parsed before the alias existed
     result = await CommandRunner(emit=Events(), snapshot=snap, env=CLEAN_ENV).run("ll", tmp_path)
@@ -246,7 +254,9 @@ async def test_snapshot_failing_validation_is_discarded(tmp_path: Path) -> None:
 
 async def test_unsupported_shell_fails_without_a_process(tmp_path: Path) -> None:
     events = Events()
-    snapper = ShellSnapshotter(session_id="f", home=tmp_path, emit=events, shell="/usr/bin/fish", env=CLEAN_ENV)
+    snapper = ShellSnapshotter(
+        session_id="f", home=tmp_path, emit=events, shell="/usr/bin/fish", env=CLEAN_ENV
+    )
     assert await snapper.capture() is None
     assert snapper.processes_started == 0
     assert "unsupported shell" in events.of(shell_pb2.ShellSnapshotFailed)[0].reason
@@ -310,7 +320,9 @@ async def test_modes_and_no_secret_value_on_disk(tmp_path: Path) -> None:
 
 async def test_inherited_snapshot_starts_no_process(tmp_path: Path) -> None:
     home = _home(tmp_path, ".bashrc", "alias ll='echo LL-ALIAS'\n")
-    parent = await ShellSnapshotter(session_id="parent", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV).capture()
+    parent = await ShellSnapshotter(
+        session_id="parent", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV
+    ).capture()
     assert parent is not None
     events = Events()
     child = ShellSnapshotter(
@@ -330,7 +342,11 @@ async def test_inherited_snapshot_starts_no_process(tmp_path: Path) -> None:
     assert result.output.strip() == "LL-ALIAS"
     remove_snapshot(parent.path)
     gone = ShellSnapshotter(
-        session_id="child2", home=home, emit=events, env=CLEAN_ENV, inherited=Snapshot.from_path(parent.path, BASH)
+        session_id="child2",
+        home=home,
+        emit=events,
+        env=CLEAN_ENV,
+        inherited=Snapshot.from_path(parent.path, BASH),
     )
     assert await gone.capture() is None and gone.processes_started == 0
     assert "does not exist" in events.of(shell_pb2.ShellSnapshotFailed)[0].reason
