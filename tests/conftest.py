@@ -61,14 +61,49 @@ def _session_threads() -> set[threading.Thread]:
     }
 
 
+def _fd_targets() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return sorted(out)
+
+
 def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_trio_host() -> None:
-    """Start the process-wide trio loop before any leak baseline is taken (its sockets are not a leak)."""
+    """Start the process-wide trio loop and grpc's event engine before any leak baseline is taken.
+
+    Both keep process-wide sockets, pollers and threads by design: they are not a session's leak.
+    """
     get_host()
+    _warm_up_grpc()
+
+
+def _warm_up_grpc() -> None:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from concurrent import futures
+
+    executor = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(executor)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        try:
+            channel.unary_unary("/grpc.health.v1.Health/Check")(b"\xff\xff", timeout=10)
+        except grpc.RpcError:
+            pass
+    server.stop(0).wait(5)
+    executor.shutdown(wait=True)
 
 
 @pytest.fixture(autouse=True)
@@ -94,4 +129,4 @@ def no_leaks(shared_trio_host: None) -> Iterator[None]:
     assert not threads, f"threads outlived the test: {sorted(t.name for t in threads)}"
     assert not pids, f"processes outlived the test: {sorted(pids)}"
     assert not sockets, f"sockets outlived the test: {sorted(sockets)}"
-    assert fds <= 0, f"{fds} file descriptors outlived the test"
+    assert fds <= 0, f"{fds} file descriptors outlived the test: {_fd_targets()}"

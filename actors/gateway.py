@@ -1,0 +1,245 @@
+"""The gRPC face of the runtime: protobuf requests in, session envelopes through, status codes out.
+
+- Errors map to status codes here and nowhere else (``STATUS_FOR``).
+- Requests arrive as raw bytes and are parsed here, so a malformed message is INVALID_ARGUMENT with a clear
+  text (grpcio would call a failing deserializer INTERNAL); oversized ones are RESOURCE_EXHAUSTED (grpcio's
+  receive limit). Neither touches any session.
+- Each RPC runs in a server span whose parent is the client's ``traceparent`` metadata; the span's context
+  rides into the session in the request ``Envelope``.
+- The server binds loopback unless told otherwise, and serves ``grpc.health.v1`` and reflection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from actors import _tracing
+from actors.errors import (
+    ChildStartError,
+    ConfigError,
+    ConstraintError,
+    LimitExceeded,
+    SessionStateError,
+    StartupFailed,
+    StashFull,
+    UnknownSession,
+)
+from actors.runtime import SessionRuntime
+from protos.supervisor.v1 import envelope_pb2, session_pb2
+
+__all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "supervisor.v1.SessionService"
+#: Largest request or response message, in bytes; larger ones get RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Worker threads of the sync server (each open event stream holds one).
+DEFAULT_MAX_WORKERS = 64
+#: Grace period for in-flight RPCs at shutdown.
+SHUTDOWN_GRACE_S = 2.0
+
+STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (UnknownSession, grpc.StatusCode.NOT_FOUND),
+    (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ConstraintError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SessionStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StartupFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (ChildStartError, grpc.StatusCode.FAILED_PRECONDITION),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StashFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+]
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code for an error raised while serving a request."""
+    import pykka
+
+    if isinstance(exc, pykka.Timeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    for cls, code in STATUS_FOR:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _metadata_trace(context: grpc.ServicerContext) -> tuple[str, str]:
+    meta = dict(context.invocation_metadata() or ())
+    return str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
+
+
+class SessionService:
+    """Implements ``supervisor.v1.SessionService`` on a ``SessionRuntime``."""
+
+    def __init__(self, runtime: SessionRuntime) -> None:
+        self.runtime = runtime
+
+    def StartSession(self, req: session_pb2.StartSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                     ) -> session_pb2.StartSessionResponse:
+        return self.runtime.start_session(req, tp, ts)
+
+    def UpdateSettings(self, req: session_pb2.UpdateSettingsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                       ) -> session_pb2.UpdateSettingsResponse:
+        env = envelope_pb2.Envelope(update_settings=req)
+        return self._ask(req.session_id, env, tp, ts).update_settings_reply
+
+    def Submit(self, req: session_pb2.SubmitRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+               ) -> session_pb2.SubmitResponse:
+        return self._ask(req.session_id, envelope_pb2.Envelope(submit=req), tp, ts).submit_reply
+
+    def Interrupt(self, req: session_pb2.InterruptRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                  ) -> session_pb2.InterruptResponse:
+        return self._ask(req.session_id, envelope_pb2.Envelope(interrupt=req), tp, ts).interrupt_reply
+
+    def StopSession(self, req: session_pb2.StopSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                    ) -> session_pb2.StopSessionResponse:
+        return self.runtime.stop_session(req.session_id)
+
+    def GetSession(self, req: session_pb2.GetSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                   ) -> session_pb2.GetSessionResponse:
+        return session_pb2.GetSessionResponse(session=self.runtime.get_session(req.session_id))
+
+    def ListSessions(self, req: session_pb2.ListSessionsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                     ) -> session_pb2.ListSessionsResponse:
+        return session_pb2.ListSessionsResponse(sessions=self.runtime.list_sessions(req.include_stopped))
+
+    def StreamEvents(self, req: session_pb2.StreamEventsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
+                     ) -> Iterator[Any]:
+        stop = threading.Event()
+        ctx.add_callback(stop.set)
+        return self.runtime.stream(req.session_id, req.from_seq, stop=stop, follow=not req.no_follow)
+
+    def _ask(self, session_id: str, env: envelope_pb2.Envelope, tp: str, ts: str) -> envelope_pb2.Envelope:
+        env.trace.traceparent, env.trace.tracestate = tp, ts
+        env.sender = "/gateway"
+        return self.runtime.request(session_id, env)
+
+
+def _handlers(service: SessionService) -> grpc.GenericRpcHandler:
+    descriptor = session_pb2.DESCRIPTOR.services_by_name["SessionService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in descriptor.methods:
+        request_cls: type[Message] = getattr(session_pb2, method.input_type.name)
+        impl = getattr(service, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _streaming(method.name, request_cls, impl), response_serializer=_serialize)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary(method.name, request_cls, impl), response_serializer=_serialize)
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _parse(request_cls: type[Message], raw: bytes, ctx: grpc.ServicerContext) -> Message:
+    try:
+        return request_cls.FromString(raw)
+    except (DecodeError, RuntimeWarning) as exc:
+        ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+        raise  # unreachable: abort raises
+
+
+def _fail(ctx: grpc.ServicerContext, name: str, exc: Exception) -> None:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        logger.exception("%s failed", name)
+    ctx.abort(code, str(exc) or type(exc).__name__)
+
+
+def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) -> Callable[..., Message]:
+    def handle(raw: bytes, ctx: grpc.ServicerContext) -> Message:
+        req = _parse(request_cls, raw, ctx)
+        tp, ts = _metadata_trace(ctx)
+        with _tracing.span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
+            try:
+                return impl(req, ctx, rpc_tp or tp, ts)
+            except Exception as exc:
+                _fail(ctx, name, exc)
+                raise
+
+    return handle
+
+
+def _streaming(name: str, request_cls: type[Message], impl: Callable[..., Iterator[Message]]
+               ) -> Callable[..., Iterator[Message]]:
+    def handle(raw: bytes, ctx: grpc.ServicerContext) -> Iterator[Message]:
+        req = _parse(request_cls, raw, ctx)
+        tp, ts = _metadata_trace(ctx)
+        try:
+            stream = impl(req, ctx, tp, ts)
+        except Exception as exc:
+            _fail(ctx, name, exc)
+            raise
+        yield from stream
+
+    return handle
+
+
+class GatewayServer:
+    """A running gRPC server and the port it bound."""
+
+    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer,
+                 executor: futures.ThreadPoolExecutor) -> None:
+        self.server = server
+        self._executor = executor
+        self.port = port
+        self.health = health_servicer
+
+    def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop serving (NOT_SERVING first, so health checkers see it)."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_listen(listen: str, allow_remote: bool) -> None:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", ""):
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {listen!r} is not HOST:PORT with an IP address") from exc
+    if not address.is_loopback and not allow_remote:
+        raise ConfigError(f"--listen: {listen} is not a loopback address (use --allow-remote to serve it)")
+
+
+def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote: bool = False,
+          max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GatewayServer:
+    """Start the gRPC server (SessionService, health, reflection) and return it with its bound port."""
+    _check_listen(listen, allow_remote)
+    executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker")
+    server = grpc.server(
+        executor,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    server.add_generic_rpc_handlers((_handlers(SessionService(runtime)),))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise ConfigError(f"--listen: could not bind {listen}")
+    server.start()
+    return GatewayServer(server, port, health_servicer, executor)

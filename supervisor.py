@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""session-supervisor: host coding-agent sessions as supervised actors.
+
+Commands:
+  run [PROMPT]          run one session in this process and print its events (readable, or --json JSONL)
+  serve                 serve the gRPC API (SessionService, health, reflection) on loopback
+  sessions list         list sessions in the event log
+  sessions show ID      print a session's logged events
+  sessions resume ID    resume a logged session in this process and run PROMPT in it
+
+This file only parses arguments, loads configuration and wires parts together; the logic lives in actors/.
+Heavy packages (grpc, mcp, openai, the OpenTelemetry SDK) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROMPT = "hello from session-supervisor"
+#: Longest a `run` waits for its turn to finish.
+RUN_TIMEOUT_S = 600.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supervisor.py",
+        description="Host coding-agent sessions (like Codex's core) as supervised actors, "
+        "driven in process or over gRPC.",
+        epilog="Configuration layers: /etc/session-supervisor/config.toml < $SESSION_SUPERVISOR_HOME/config.toml "
+        "(default ~/.session-supervisor) < ./.session-supervisor/config.toml < --profile < -c key=value.",
+    )
+    parser.add_argument("--home", type=Path, help="state directory (event log, snapshots); "
+                        "default $SESSION_SUPERVISOR_HOME or ~/.session-supervisor")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def session_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cwd", help="working directory of the session (default: here)")
+        p.add_argument("-p", "--profile", help="apply [profiles.NAME] from the config")
+        p.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (TOML value), e.g. -c approval_policy=never")
+        p.add_argument("--json", action="store_true", help="print one JSON object per line (codex exec --json shape)")
+        p.add_argument("--all-events", action="store_true", help="with --json: also print events with no JSONL item")
+
+    run = sub.add_parser("run", help="run a session in this process and print its events")
+    run.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the task to run")
+    session_options(run)
+
+    serve = sub.add_parser("serve", help="serve the gRPC API")
+    serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT; port 0 picks one and prints it")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
+
+    sessions = sub.add_parser("sessions", help="inspect and resume logged sessions")
+    ssub = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ssub.add_parser("list", help="list sessions in the log")
+    show = ssub.add_parser("show", help="print a session's events")
+    show.add_argument("session_id")
+    show.add_argument("--json", action="store_true", help="print events as JSON lines")
+    resume = ssub.add_parser("resume", help="resume a session and run a prompt in it")
+    resume.add_argument("session_id")
+    resume.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    session_options(resume)
+    return parser
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from actors._config_load import default_home
+
+    return args.home or default_home()
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from actors.runtime import RuntimeOptions, SessionRuntime
+
+    return SessionRuntime(RuntimeOptions(home=_home(args)))
+
+
+def _print_event(event: Any, args: argparse.Namespace, translator: Any, console: Any) -> None:
+    if args.json:
+        for obj in translator.translate(event):
+            print(json.dumps(obj), flush=True)
+        return
+    from actors._render import render_event
+
+    line = render_event(event)
+    if line:
+        console.print(line)
+
+
+def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> int:
+    from actors._jsonl import JsonlTranslator
+    from actors.errors import SupervisorError
+    from protos.supervisor.v1 import envelope_pb2, session_pb2
+
+    console = None
+    if not args.json:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+    runtime = _runtime(args)
+    translator = JsonlTranslator(verbose=args.all_events)
+    exit_code = 0
+    try:
+        request = session_pb2.StartSessionRequest(
+            mode=session_pb2.START_MODE_RESUME if mode == "resume" else session_pb2.START_MODE_NEW,
+            session_id=session_id, cwd=args.cwd or os.getcwd(), profile=args.profile or "",
+            config_overrides=args.config, client_name="supervisor.py",
+        )
+        started = runtime.start_session(request)
+        sid = started.session_id
+        reply = runtime.request(sid, envelope_pb2.Envelope(
+            submit=session_pb2.SubmitRequest(session_id=sid, input=args.prompt)))
+        task_id = reply.submit_reply.task_id
+        stop = threading.Event()
+        timer = threading.Timer(RUN_TIMEOUT_S, stop.set)
+        timer.daemon = True
+        timer.start()
+        for event in runtime.stream(sid, started.configured_seq, stop=stop):
+            _print_event(event, args, translator, console)
+            kind = event.WhichOneof("msg")
+            if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
+                exit_code = 0 if kind == "turn_completed" else 1
+                break
+        timer.cancel()
+        runtime.stop_session(sid)
+    except SupervisorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        exit_code = 2
+    finally:
+        runtime.shutdown()
+    return exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from actors.gateway import serve
+
+    runtime = _runtime(args)
+    server = serve(runtime, args.listen, allow_remote=args.allow_remote)
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"serving supervisor.v1.SessionService on {host}:{server.port}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    runtime.shutdown()
+    return 0
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    from actors._eventlog import EventLog
+    from actors.runtime import EVENT_LOG_FILE
+
+    if args.action == "resume":
+        return _run_session(args, "resume", args.session_id)
+    log_path = _home(args) / EVENT_LOG_FILE
+    if not log_path.exists():
+        print("no sessions yet", file=sys.stderr)
+        return 0 if args.action == "list" else 1
+    log = EventLog(log_path)
+    try:
+        if args.action == "list":
+            from protos.supervisor.v1 import config_pb2
+
+            for record in log.list_sessions():
+                conf = config_pb2.SessionConfiguration.FromString(record.config)
+                forked = f" forked from {record.forked_from}" if record.forked_from else ""
+                print(f"{record.session_id}  {record.status:8}  events={record.last_seq + 1:<6} "
+                      f"cwd={conf.cwd}{forked}")
+            return 0
+        if log.session(args.session_id) is None:
+            print(f"error: no session {args.session_id}", file=sys.stderr)
+            return 1
+        from google.protobuf.json_format import MessageToDict
+
+        from actors._render import render_event
+
+        for event in log.follow(args.session_id, 0, live=False):
+            if args.json:
+                print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)))
+            else:
+                print(f"{event.seq:>5} {render_event(event, plain=True)}")
+        return 0
+    finally:
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run":
+        return _run_session(args, "new")
+    if args.command == "serve":
+        return _serve(args)
+    return _sessions(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
