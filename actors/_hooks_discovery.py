@@ -80,13 +80,13 @@ def discover(
     for layer in config_layers:
         handlers.extend(_discover_layer(layer, warnings))
     if plugin_hooks:
-        seen: set[Path] = set()
+        seen: set[str] = set()
         for root in plugin_roots:
-            key = Path(root).resolve()
-            if key in seen:
+            real_root = os.path.realpath(root)
+            if real_root in seen:
                 continue
-            seen.add(key)
-            handlers.extend(_discover_plugin(Path(root), warnings))
+            seen.add(real_root)
+            handlers.extend(_discover_plugin(Path(root), real_root, warnings))
     return HookRegistry(handlers=tuple(handlers)), _logged(warnings)
 
 
@@ -146,12 +146,11 @@ def _discover_layer(layer: ConfigLayer, warnings: list[str]) -> list[HookHandler
     return handlers
 
 
-def _discover_plugin(root: Path, warnings: list[str]) -> list[HookHandler]:
+def _discover_plugin(root: Path, real_root: str, warnings: list[str]) -> list[HookHandler]:
     if not root.is_dir():
         warnings.append(f"hooks: plugin root {root} is not a directory; skipped")
         return []
     root = root.absolute()
-    real_root = root.resolve()
     manifest_rel = next((rel for rel in PLUGIN_MANIFEST_CANDIDATES if (root / rel).is_file()), None)
     manifest: Mapping[str, Any] = {}
     if manifest_rel is not None:
@@ -197,7 +196,7 @@ def _discover_plugin(root: Path, warnings: list[str]) -> list[HookHandler]:
 
 
 def _resolve_inside(
-    root: Path, real_root: Path, relative: str, warnings: list[str], *, must_exist: bool
+    root: Path, real_root: str, relative: str, warnings: list[str], *, must_exist: bool
 ) -> Path | None:
     """``root/relative`` if it stays inside the plugin root (after symlinks), else None with a warning."""
     if not relative.strip():
@@ -211,8 +210,8 @@ def _resolve_inside(
         warnings.append(f"hooks: plugin {root}: refused hooks path {relative!r}: it leaves the plugin root")
         return None
     candidate = root / normalized
-    real = candidate.resolve()
-    if not real.is_relative_to(real_root):
+    real = os.path.realpath(candidate)
+    if os.path.commonpath([real, real_root]) != real_root:
         warnings.append(
             f"hooks: plugin {root}: refused hooks path {relative!r}: it resolves outside the plugin root "
             f"(to {real})"
