@@ -34,7 +34,7 @@ from google.protobuf.message import Message
 
 from actors._exec_output import DeltaStreamer, OutputCapture, render_output
 from actors._shell_capture import Snapshot, default_shell
-from actors._shell_process import GroupProcess, exit_status, supervise
+from actors._shell_process import GroupProcess, collapse_cancelled, exit_status, supervise
 from actors._shell_scripts import exec_argv
 from protos.supervisor.v1 import shell_pb2
 
@@ -209,12 +209,11 @@ class CommandRunner:
             pump(proc.stderr, shell_pb2.EXEC_STREAM_STDERR),
         ]
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(streamer.run)
-                timed_out = await supervise(
-                    proc, pumps, timeout_s=timeout_s, kill_grace_s=limits.kill_grace_s
-                )
-                nursery.cancel_scope.cancel()
+            with collapse_cancelled():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(streamer.run)
+                    timed_out = await supervise(proc, pumps, timeout_s=timeout_s, kill_grace_s=limits.kill_grace_s)
+                    nursery.cancel_scope.cancel()
             finished = True
         finally:
             if not finished:  # cancelled (interrupt, session stop): the group is already dead and reaped

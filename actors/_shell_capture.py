@@ -213,9 +213,7 @@ class ShellSnapshotter:
         run = await self._run(argv)
         label = "with rc" if with_rc else "without startup files"
         if run.timed_out:
-            raise _CaptureFailed(
-                f"capture {label} timed out after {self.timeout_s:g} s", retry_without_rc=with_rc
-            )
+            raise _CaptureFailed(f"capture {label} timed out after {self.timeout_s:g} s", retry_without_rc=with_rc)
         if run.stdout_overflow:
             raise _CaptureFailed(f"capture {label} printed more than {MAX_DUMP_BYTES} bytes")
         try:

@@ -23,12 +23,12 @@ import os
 import select
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import trio
 
-__all__ = ["GroupProcess", "exit_status", "supervise"]
+__all__ = ["GroupProcess", "collapse_cancelled", "exit_status", "supervise"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,29 @@ REAP_TIMEOUT_S = 5.0
 SIGNAL_EXIT_BASE = 128
 
 Pump = Callable[[], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def collapse_cancelled() -> Iterator[None]:
+    """Re-raise a nursery's group made only of ``trio.Cancelled`` as one plain ``Cancelled``.
+
+    Callers outside trio (``TrioHost`` task wrappers, ``except trio.Cancelled``) then see a cancellation as a
+    cancellation rather than as a ``BaseExceptionGroup``.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if leaves and all(isinstance(exc, trio.Cancelled) for exc in leaves):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def exit_status(returncode: int) -> int:
@@ -186,21 +209,22 @@ async def supervise(
 
         if not pumps:
             pumps_done.set()
-        async with trio.open_nursery() as nursery:
-            for pump in pumps:
-                nursery.start_soon(run_pump, pump)
-            deadline = trio.current_time() + timeout_s if timeout_s is not None else float("inf")
-            with trio.move_on_at(deadline) as timeout_scope:
-                await proc.wait_exit()
-            if timeout_scope.cancelled_caught:
-                timed_out = True
-                await proc.terminate(kill_grace_s)
-            with trio.move_on_after(drain_grace_s):
-                await pumps_done.wait()
-            proc.signal_group(signal.SIGKILL)  # background leftovers of the group
-            with trio.move_on_after(PIPE_CLOSE_WAIT_S):
-                await pumps_done.wait()
-            nursery.cancel_scope.cancel()
+        with collapse_cancelled():
+            async with trio.open_nursery() as nursery:
+                for pump in pumps:
+                    nursery.start_soon(run_pump, pump)
+                deadline = trio.current_time() + timeout_s if timeout_s is not None else float("inf")
+                with trio.move_on_at(deadline) as timeout_scope:
+                    await proc.wait_exit()
+                if timeout_scope.cancelled_caught:
+                    timed_out = True
+                    await proc.terminate(kill_grace_s)
+                with trio.move_on_after(drain_grace_s):
+                    await pumps_done.wait()
+                proc.signal_group(signal.SIGKILL)  # background leftovers of the group
+                with trio.move_on_after(PIPE_CLOSE_WAIT_S):
+                    await pumps_done.wait()
+                nursery.cancel_scope.cancel()
     finally:
         await proc.aclose(kill_grace_s)
     return timed_out

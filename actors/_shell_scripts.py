@@ -106,10 +106,7 @@ def detect_kind(shell: str) -> ShellKind | None:
 
 
 def _section(nonce: str, name: str, commands: str) -> str:
-    return (
-        f"command printf '\\n%s:begin:{name}\\n' {nonce}\n{commands}\n"
-        f"command printf '\\n%s:end:{name}\\n' {nonce}\n"
-    )
+    return f"command printf '\\n%s:begin:{name}\\n' {nonce}\n{commands}\ncommand printf '\\n%s:end:{name}\\n' {nonce}\n"
 
 
 def _dump_body(kind: ShellKind, nonce: str) -> str:
@@ -188,9 +185,7 @@ def parse_dump(stdout: bytes, nonce: str) -> Dump:
     def text(name: str) -> str:
         return parts[name].decode("utf-8", errors="surrogateescape")
 
-    return Dump(
-        options=text("options"), aliases=text("aliases"), functions=text("functions"), env=parts["env"]
-    )
+    return Dump(options=text("options"), aliases=text("aliases"), functions=text("functions"), env=parts["env"])
 
 
 def _normalise_option(name: str) -> str:

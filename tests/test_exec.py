@@ -145,9 +145,7 @@ async def test_term_ignoring_command_is_killed_after_grace(tmp_path: Path) -> No
     runner = _runner(Events(), limits=ExecLimits(kill_grace_s=0.3))
     started = time.monotonic()
     with trio.fail_after(RUN_BOUND_S):
-        result = await runner.run(
-            "trap '' TERM; echo $$; while :; do sleep 0.05; done", tmp_path, timeout_s=0.3
-        )
+        result = await runner.run("trap '' TERM; echo $$; while :; do sleep 0.05; done", tmp_path, timeout_s=0.3)
     assert result.timed_out and result.exit_code == 128 + signal.SIGKILL
     assert time.monotonic() - started < 3.0
     await _wait_dead([int(result.output.split()[0])])
@@ -207,9 +205,7 @@ async def test_max_deltas_caps_the_stream(tmp_path: Path) -> None:
     events = Events()
     limits = ExecLimits(delta_interval_s=0.001, max_deltas=3)
     with trio.fail_after(RUN_BOUND_S):
-        await _runner(events, limits=limits).run(
-            "for i in $(seq 1 50); do echo $i; sleep 0.01; done", tmp_path
-        )
+        await _runner(events, limits=limits).run("for i in $(seq 1 50); do echo $i; sleep 0.01; done", tmp_path)
     assert len(events.of(shell_pb2.ExecOutputDelta)) == 3
 
 
@@ -217,18 +213,14 @@ async def test_extra_env_wins_over_snapshot_and_stays_out_of_argv(tmp_path: Path
     home = tmp_path / "home"
     home.mkdir()
     (home / ".bashrc").write_text("export HTTP_PROXY=http://from-rc:1\nexport KEEP=rc\n")
-    snap = await ShellSnapshotter(
-        session_id="e", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV
-    ).capture()
+    snap = await ShellSnapshotter(session_id="e", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV).capture()
     assert snap is not None
     runner = CommandRunner(emit=Events(), snapshot=snap, env=CLEAN_ENV)
     proxy = "http://127.0.0.1:3128"
     argv = runner.argv_for("true", {"HTTP_PROXY": proxy})
     assert not any(proxy in arg for arg in argv)
     with trio.fail_after(RUN_BOUND_S):
-        result = await runner.run(
-            'printf "%s %s" "$HTTP_PROXY" "$KEEP"', tmp_path, extra_env={"HTTP_PROXY": proxy}
-        )
+        result = await runner.run('printf "%s %s" "$HTTP_PROXY" "$KEEP"', tmp_path, extra_env={"HTTP_PROXY": proxy})
     assert result.output == f"{proxy} rc"
     with pytest.raises(ValueError):
         runner.argv_for("true", {"BAD-NAME": "x"})

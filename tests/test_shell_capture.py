@@ -104,9 +104,7 @@ async def _wait_for_file(path: Path, bound_s: float = CAPTURE_BOUND_S) -> str:
 @pytest.mark.parametrize(
     "shell,rc_name", [(BASH, ".bashrc"), pytest.param(ZSH, ".zshrc", marks=needs_zsh)], ids=["bash", "zsh"]
 )
-async def test_rc_alias_function_export_and_option_survive_into_exec(
-    tmp_path: Path, shell: str, rc_name: str
-) -> None:
+async def test_rc_alias_function_export_and_option_survive_into_exec(tmp_path: Path, shell: str, rc_name: str) -> None:
     kind = "bash" if rc_name == ".bashrc" else "zsh"
     home = _home(tmp_path, rc_name, RC_BODY[kind])
     events = Events()
@@ -144,9 +142,7 @@ async def test_rc_alias_function_export_and_option_survive_into_exec(
 async def test_bash_alias_needs_expand_aliases_and_eval(tmp_path: Path) -> None:
     """Without our eval/expand_aliases, sourcing then running an alias on the same line fails in bash."""
     home = _home(tmp_path, ".bashrc", "alias ll='echo LL-ALIAS'\n")
-    snap = await ShellSnapshotter(
-        session_id="s", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV
-    ).capture()
+    snap = await ShellSnapshotter(session_id="s", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV).capture()
     assert snap is not None
     assert "shopt -s expand_aliases" in snap.path.read_text()
     naive = await trio.run_process(
@@ -254,9 +250,7 @@ async def test_snapshot_failing_validation_is_discarded(tmp_path: Path) -> None:
 
 async def test_unsupported_shell_fails_without_a_process(tmp_path: Path) -> None:
     events = Events()
-    snapper = ShellSnapshotter(
-        session_id="f", home=tmp_path, emit=events, shell="/usr/bin/fish", env=CLEAN_ENV
-    )
+    snapper = ShellSnapshotter(session_id="f", home=tmp_path, emit=events, shell="/usr/bin/fish", env=CLEAN_ENV)
     assert await snapper.capture() is None
     assert snapper.processes_started == 0
     assert "unsupported shell" in events.of(shell_pb2.ShellSnapshotFailed)[0].reason
@@ -320,9 +314,7 @@ async def test_modes_and_no_secret_value_on_disk(tmp_path: Path) -> None:
 
 async def test_inherited_snapshot_starts_no_process(tmp_path: Path) -> None:
     home = _home(tmp_path, ".bashrc", "alias ll='echo LL-ALIAS'\n")
-    parent = await ShellSnapshotter(
-        session_id="parent", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV
-    ).capture()
+    parent = await ShellSnapshotter(session_id="parent", home=home, emit=Events(), shell=BASH, env=CLEAN_ENV).capture()
     assert parent is not None
     events = Events()
     child = ShellSnapshotter(
