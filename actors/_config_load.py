@@ -52,7 +52,7 @@ _KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "playbook": str, "network": dict, "mcp_servers": dict, "hooks": dict, "agents": dict, "agent_types": dict,
     "shell": dict, "features": dict, "profiles": dict, "model_providers": dict, "exec": dict, "plugins": dict,
 }
-_ENUM_KEYS: dict[str, dict[str, int]] = {
+_ENUM_KEYS: dict[str, dict[str, Any]] = {
     "approval_policy": _APPROVAL, "approvals_reviewer": _REVIEWER, "model_reasoning_effort": _EFFORT,
     "model_reasoning_summary": _SUMMARY, "service_tier": _TIER, "personality": _PERSONALITY,
     "sandbox_mode": {name: 0 for name in _config.PROFILE_NAMES},
@@ -94,7 +94,7 @@ def _line_of(text: str, key: str) -> int:
 
 def _where(layer: ConfigLayer, key: str) -> str:
     name = str(layer.path) if layer.path else layer.source
-    line = _line_of(layer.text, key.split(".")[-1]) if layer.text else 0
+    line = _line_of(layer.text, key.rsplit(".", maxsplit=1)[-1]) if layer.text else 0
     return f"{name}:{line}" if line else name
 
 

@@ -232,27 +232,25 @@ class EventLog:
                     # dropped from the live feed: catch up from the log, then rejoin
                     self.hub.unsubscribe(sub)
                     sub = self.hub.subscribe(session_id)
-                    for event in self._catch_up(session_id, next_seq):
-                        yield event
-                        next_seq = event.seq + 1
+                    for missed in self._catch_up(session_id, next_seq):
+                        yield missed
+                        next_seq = missed.seq + 1
                     continue
                 try:
-                    event = sub.queue.get(timeout=FOLLOW_POLL_S)
+                    item = sub.queue.get(timeout=FOLLOW_POLL_S)
                 except queue.Empty:
                     if not self.is_open(session_id) and sub.queue.empty():
-                        for event in self._catch_up(session_id, next_seq):
-                            yield event
+                        yield from self._catch_up(session_id, next_seq)
                         return
                     continue
-                if event is None:  # the session ended
-                    for event in self._catch_up(session_id, next_seq):
-                        yield event
+                if item is None:  # the session ended
+                    yield from self._catch_up(session_id, next_seq)
                     return
+                event = item
                 if event.seq < next_seq:
                     continue
                 if event.seq > next_seq:  # a gap can only come from lag; fill it from the log
-                    for missed in self._catch_up(session_id, next_seq, until=event.seq):
-                        yield missed
+                    yield from self._catch_up(session_id, next_seq, until=event.seq)
                 yield event
                 next_seq = event.seq + 1
         finally:

@@ -158,9 +158,10 @@ class SessionRuntime:
             tp, ts = _tracing.current_traceparent()
             envelope.trace.traceparent, envelope.trace.tracestate = tp, ts
         try:
-            reply: envelope_pb2.Envelope = actor.actor_ref.ask(envelope, timeout=timeout)
+            reply = actor.actor_ref.ask(envelope, timeout=timeout)
         except pykka.ActorDeadError as exc:
             raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+        assert isinstance(reply, envelope_pb2.Envelope)
         return reply
 
     def stop_session(self, session_id: str) -> session_pb2.StopSessionResponse:

@@ -52,7 +52,8 @@ _EVENT_FIELDS: dict[str, str] = {}
 def _event_fields() -> dict[str, str]:
     if not _EVENT_FIELDS:
         for f in events_pb2.Event.DESCRIPTOR.oneofs_by_name["msg"].fields:
-            _EVENT_FIELDS[f.message_type.full_name] = f.name
+            if f.message_type is not None:
+                _EVENT_FIELDS[f.message_type.full_name] = f.name
     return _EVENT_FIELDS
 
 

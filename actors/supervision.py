@@ -123,7 +123,7 @@ class SupervisedActor(pykka.ThreadingActor):
     def _actor_loop(self) -> None:
         try:
             super()._actor_loop()
-        except BaseException as exc:  # noqa: BLE001 - a BaseException from on_start ends up here
+        except BaseException as exc:
             self._failure = self._failure or exc
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
@@ -156,7 +156,7 @@ class SupervisedActor(pykka.ThreadingActor):
             return super()._handle_receive(message)
         except Exception:
             raise
-        except BaseException as exc:  # noqa: BLE001 - keep pykka from calling stop_all()
+        except BaseException as exc:
             raise RuntimeError(f"{type(exc).__name__} in actor: {exc}") from exc
 
     def _after_exit(self) -> None:
@@ -201,7 +201,7 @@ class SupervisedActor(pykka.ThreadingActor):
                 if exc is None or self.actor_stopped.is_set() or self._task_scope_closed():
                     return
                 failed = envelope_pb2.Envelope(
-                    task_failed=envelope_pb2.TaskFailed(task=task_name, error=exc_text(exc))
+                    task_failed=envelope_pb2.TaskFailed(task=str(task_name), error=exc_text(exc))
                 )
                 try:
                     self.actor_ref.tell(failed)

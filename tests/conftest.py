@@ -86,10 +86,10 @@ def shared_trio_host() -> None:
 
 
 def _warm_up_grpc() -> None:
+    from concurrent import futures
+
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-    from concurrent import futures
 
     executor = futures.ThreadPoolExecutor(max_workers=2)
     server = grpc.server(executor)
