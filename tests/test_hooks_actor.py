@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,10 @@ from actors.hooks import HooksActor, hooks_child_spec
 from actors.supervision import start_actor
 from actors.trio_host import TaskCancelled
 from protos.supervisor.v1 import hooks_pb2
+from tests.hook_fixtures.support import BASH, process_gone, wait_until
 
-BASH = ["/bin/bash", "-c"]
 #: Bound on every wait in these tests.
 WAIT_BOUND_S = 10.0
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
-def wait_until_true(predicate: Any, bound_s: float = WAIT_BOUND_S) -> bool:
-    deadline = time.monotonic() + bound_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)  # polling a bounded deadline
-    return True
 
 
 def make_actor(tmp_path: Path, doc: dict[str, Any], sink: list[Message]) -> HooksActor:
@@ -51,15 +33,11 @@ def make_actor(tmp_path: Path, doc: dict[str, Any], sink: list[Message]) -> Hook
         with lock:
             sink.append(message)
 
-    return HooksActor(
-        registry=registry, cwd=tmp_path, emit=emit, session_id="s", shell_program=BASH, warnings=warnings
-    )
+    return HooksActor(registry=registry, cwd=tmp_path, emit=emit, session_id="s", shell_program=BASH, warnings=warnings)
 
 
 def test_run_returns_the_aggregate_and_list_hooks_describes_them(tmp_path: Path) -> None:
-    doc = {
-        "hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "exit 2"}]}]}
-    }
+    doc = {"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "exit 2"}]}]}}
     events: list[Message] = []
     ref = start_actor(make_actor(tmp_path, doc, events))
     try:
@@ -85,14 +63,14 @@ def test_stopping_the_actor_kills_running_hooks(tmp_path: Path) -> None:
     try:
         future = ref.proxy().run("Stop", {}).get(timeout=WAIT_BOUND_S)
         bg_file, shell_file = tmp_path / "bg.pid", tmp_path / "shell.pid"
-        assert wait_until_true(lambda: bg_file.exists() and bg_file.read_text().strip() != "")
+        assert wait_until(lambda: bg_file.exists() and bg_file.read_text().strip() != "", WAIT_BOUND_S)
         shell_pid, bg_pid = int(shell_file.read_text()), int(bg_file.read_text())
     finally:
         ref.stop(timeout=WAIT_BOUND_S)
 
     with pytest.raises(TaskCancelled):
         future.result(WAIT_BOUND_S)
-    assert wait_until_true(lambda: process_gone(shell_pid) and process_gone(bg_pid))
+    assert wait_until(lambda: process_gone(shell_pid) and process_gone(bg_pid), WAIT_BOUND_S)
     completed = [e for e in events if isinstance(e, hooks_pb2.HookCompleted)]
     assert len(completed) == 1 and completed[0].outcome == hooks_pb2.HOOK_OUTCOME_ERROR
 

@@ -1,0 +1,1 @@
+"""Hook scripts and helpers for the hook tests."""
