@@ -140,6 +140,7 @@ class McpConnectionService:
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
         self._open_scope: trio.CancelScope | None = None
+        self._opening: _Connection | None = None
         self._watch_scope: trio.CancelScope | None = None
         self._watch_done = trio.Event()
         self._watch_done.set()
@@ -180,7 +181,7 @@ class McpConnectionService:
     @property
     def pid(self) -> int | None:
         """The stdio server's process id while it runs (None for HTTP servers or when not running)."""
-        conn = self._conn
+        conn = self._conn or self._opening
         if conn is None or not isinstance(conn.transport, StdioTransport) or conn.finished.is_set():
             return None
         return conn.transport.pid
@@ -259,16 +260,16 @@ class McpConnectionService:
         timeout = self.config.startup_timeout_sec
         with trio.move_on_after(timeout) as scope:
             self._open_scope = scope
+            self._opening = conn
             try:
                 await self._nursery.start(self._run_connection, conn)
             except McpStartupError:
                 raise
             except Exception as exc:
-                raise McpStartupError(
-                    self.name, describe_startup_failure(self.config, conn.transport, exc)
-                ) from exc
+                raise McpStartupError(self.name, describe_startup_failure(self.config, conn.transport, exc)) from exc
             finally:
                 self._open_scope = None
+                self._opening = None
         if scope.cancelled_caught:
             if self._stop_requested:
                 raise McpStartupError(self.name, "start cancelled")
@@ -403,12 +404,12 @@ class McpConnectionService:
         """Tools refused until ``accept_tools`` because they changed (or appeared) since accepted."""
         return sorted(self._flagged)
 
-    def tools(self) -> list[ToolSpec]:
-        """The enabled tools of the running server, as last listed (empty when not ready)."""
+    def tools(self, *, include_disabled: bool = False) -> list[ToolSpec]:
+        """The enabled (or all) tools of the running server, as last listed (empty when not ready)."""
         conn = self._conn
         if conn is None:
             return []
-        return [spec for name, spec in sorted(conn.tools.items()) if self.config.tool_enabled(name)]
+        return [spec for name, spec in sorted(conn.tools.items()) if include_disabled or self.config.tool_enabled(name)]
 
     async def list_tools(self, *, refresh: bool = False) -> list[ToolSpec]:
         """The enabled tools; with ``refresh`` they are listed again first (a change is flagged)."""

@@ -153,8 +153,7 @@ def parse_mcp_server(name: str, table: Mapping[str, Any]) -> McpServerConfig:
     unknown = sorted(set(table) - _KNOWN_FIELDS)
     if unknown:
         raise McpConfigError(
-            f"mcp_servers.{name}: unknown field(s) {', '.join(unknown)};"
-            f" known: {', '.join(sorted(_KNOWN_FIELDS))}"
+            f"mcp_servers.{name}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN_FIELDS))}"
         )
     fields = _Fields(name, table)
     command = fields.string("command")
@@ -166,9 +165,7 @@ def parse_mcp_server(name: str, table: Mapping[str, Any]) -> McpServerConfig:
     wrong_side = sorted(set(table) & (_HTTP_FIELDS if command is not None else _STDIO_FIELDS))
     if wrong_side:
         kind = "stdio (command)" if command is not None else "streamable HTTP (url)"
-        raise McpConfigError(
-            f"mcp_servers.{name}: field(s) {', '.join(wrong_side)} do not apply to a {kind} server"
-        )
+        raise McpConfigError(f"mcp_servers.{name}: field(s) {', '.join(wrong_side)} do not apply to a {kind} server")
     start = table.get("start", "eager")
     if start not in _START_MODES:
         raise fields.error("start", '"eager" or "on_first_use"')

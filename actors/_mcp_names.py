@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -73,18 +73,29 @@ def _needed_sanitising(server: str, tool: str) -> bool:
     return sanitize(server) != server or sanitize(tool) != tool
 
 
-def assign_tool_names(servers: Iterable[tuple[str, Sequence[str]]]) -> dict[str, ToolRef]:
-    """Distinct qualified names for every (server, tool), servers in the given (configuration) order."""
-    assigned: dict[str, ToolRef] = {}
+def assign_tool_names(
+    servers: Iterable[tuple[str, Sequence[str]]], existing: Mapping[str, ToolRef] | None = None
+) -> dict[str, ToolRef]:
+    """Distinct qualified names for every (server, tool), servers in the given (configuration) order.
+
+    Names in ``existing`` are kept as they are (a name the model has seen never moves to another tool);
+    only tools without a name get one.
+    """
+    assigned: dict[str, ToolRef] = dict(existing or {})
+    named = set(assigned.values())
     for server, tools in servers:
         # Stable order inside one server: untouched names first, then by name, so the server's own listing
         # order cannot move a name from one tool to another between runs.
         ordered = sorted(dict.fromkeys(tools), key=lambda tool: (_needed_sanitising(server, tool), tool))
         for tool in ordered:
+            ref = ToolRef(server=server, tool=tool)
+            if ref in named:
+                continue
             name = qualified_tool_name(server, tool)
             salt = 0
             while name in assigned:
                 name = _with_suffix(qualified_tool_name(server, tool), _digest(server, tool, salt))
                 salt += 1
-            assigned[name] = ToolRef(server=server, tool=tool)
+            assigned[name] = ref
+            named.add(ref)
     return assigned

@@ -40,9 +40,7 @@ class ToolSpec:
     @property
     def fingerprint(self) -> str:
         """Canonical description + schema; a change of either changes it."""
-        return json.dumps(
-            {"description": self.description, "input_schema": self.input_schema}, sort_keys=True
-        )
+        return json.dumps({"description": self.description, "input_schema": self.input_schema}, sort_keys=True)
 
     def to_proto(self, server: str, qualified_name: str = "") -> mcp_pb2.McpTool:
         """The tool as an ``McpTool`` message."""
@@ -57,9 +55,7 @@ class ToolSpec:
 
 def tool_spec_from_sdk(tool: Any) -> ToolSpec:
     """A ``ToolSpec`` from an SDK ``Tool``."""
-    return ToolSpec(
-        name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {})
-    )
+    return ToolSpec(name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {}))
 
 
 def truncate_text(text: str, limit: int = MAX_RESULT_TEXT_BYTES) -> tuple[str, bool, int]:

@@ -138,9 +138,7 @@ class StdioTransport:
                 raise
         self.pid = find_tagged_child(tag)
         if self.pid is None:
-            logger.warning(
-                "mcp server %s: could not find its process; stop relies on the SDK", self._config.name
-            )
+            logger.warning("mcp server %s: could not find its process; stop relies on the SDK", self._config.name)
         self._nursery.start_soon(self._pump_stderr, self._stderr)
         return WatchedReadStream(read_stream, self.closed), write_stream
 
