@@ -374,3 +374,11 @@ def test_session_id_must_be_a_file_name(tmp_path: Path) -> None:
     for bad in ("", "../x", ".hidden", "a/b"):
         with pytest.raises(ValueError):
             ShellSnapshotter(session_id=bad, home=tmp_path, emit=Events(), env=CLEAN_ENV)
+
+
+async def test_rc_that_exits_early_falls_back_to_a_capture_without_rc(tmp_path: Path) -> None:
+    home = _home(tmp_path, ".bashrc", "alias ll='echo LL'\nexit 0\n")
+    events = Events()
+    snap = await ShellSnapshotter(session_id="x", home=home, emit=events, shell=BASH, env=CLEAN_ENV).capture()
+    assert snap is not None and snap.without_rc
+    assert events.of(shell_pb2.ShellSnapshotReady)[0].without_rc
