@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors._exec import CommandRunner  # noqa: E402
-from actors._shell_capture import ShellSnapshotter  # noqa: E402
-from actors.shell_snapshot import ShellSnapshotActor  # noqa: E402
-from actors.supervision import start_actor  # noqa: E402
-from actors.trio_host import get_host  # noqa: E402
+from actors._exec import CommandRunner
+from actors._shell_capture import ShellSnapshotter
+from actors.shell_snapshot import ShellSnapshotActor
+from actors.supervision import start_actor
+from actors.trio_host import get_host
 
 ROUND_TRIPS = 200
 WARMUP = 10
