@@ -83,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # many small SSE writes: without NODELAY, Nagle + delayed ACK stall each response ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.owner._track(self.connection)
 
     def finish(self) -> None:

@@ -265,7 +265,8 @@ def test_runs_on_the_shared_host_loop_and_its_task_scope_cancels_it(server: Fake
     provider = make_provider(server)
     scope = host.open_scope("provider-test")
     try:
-        response = host.call(collect_response, provider, request([Message.user("hi")]), timeout=TEST_TIMEOUT_S)
+        hello = request([Message.user("hi")])
+        response = host.call(collect_response, provider, hello, timeout=TEST_TIMEOUT_S)
         assert response.text == "hello world"
         hanging = scope.submit(collect_response, provider, request([Message.user("hang")]))
         assert server.wait_held(TEST_TIMEOUT_S)

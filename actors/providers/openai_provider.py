@@ -300,6 +300,8 @@ def parse_arguments(name: str, raw: str) -> dict[str, Any]:
 async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncGenerator[StreamItem, None]:
     arguments: dict[str, list[str]] = {}
     saw_call = False
+    completed: Completed | None = None
+    events = aiter(events)  # one iterator for the loop and the drain below
     async for event in events:
         kind = getattr(event, "type", "")
         if kind == "response.output_text.delta":
@@ -319,14 +321,20 @@ async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncGenerator[
             else:
                 details = getattr(response, "incomplete_details", None)
                 finish = getattr(details, "reason", None) or "incomplete"
-            yield Completed(_responses_usage(getattr(response, "usage", None)), finish)
-            return
+            completed = Completed(_responses_usage(getattr(response, "usage", None)), finish)
+            break
         elif kind == "response.failed":
             error = getattr(event.response, "error", None)
             raise ProviderError(f"model response failed: {getattr(error, 'message', None) or error}")
         elif kind == "error":
             raise ProviderError(f"model stream error: {getattr(event, 'message', event)}")
-    raise ProviderError("model stream ended before response.completed")
+    if completed is None:
+        raise ProviderError("model stream ended before response.completed")
+    # The SDK's generators are only cleaned up by running out: read the (empty) rest, bounded.
+    with trio.move_on_after(STREAM_CLOSE_TIMEOUT_S):
+        async for _ in events:
+            pass
+    yield completed
 
 
 def _responses_usage(usage: Any) -> TokenUsage:
