@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pykka
@@ -99,7 +100,7 @@ def _warm_up_grpc() -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         try:
-            channel.unary_unary("/grpc.health.v1.Health/Check")(b"\xff\xff", timeout=10)
+            channel.unary_unary("/grpc.health.v1.Health/Check")(b"\x0a\x05ab", timeout=10)
         except grpc.RpcError:
             pass
     server.stop(0).wait(5)
@@ -130,3 +131,25 @@ def no_leaks(shared_trio_host: None) -> Iterator[None]:
     assert not pids, f"processes outlived the test: {sorted(pids)}"
     assert not sockets, f"sockets outlived the test: {sorted(sockets)}"
     assert fds <= 0, f"{fds} file descriptors outlived the test: {_fd_targets()}"
+
+
+@pytest.fixture(scope="session")
+def _span_exporter_once() -> Any:
+    """Install the OpenTelemetry SDK with an in-memory exporter, once per process (it is global)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+def span_exporter(_span_exporter_once: Any) -> Any:
+    """The in-memory span exporter, emptied for this test."""
+    _span_exporter_once.clear()
+    return _span_exporter_once
