@@ -32,7 +32,7 @@ def writable(conf: cfg.SessionConfiguration) -> set[str]:
             if e.access == cfg.FILE_ACCESS_WRITE and e.WhichOneof("target") == "path"}
 
 
-paths = st.lists(st.sampled_from(["a", "b", "..", "c d", "x"]), min_size=1, max_size=4).map(lambda p: "/".join(p))
+paths = st.lists(st.sampled_from(["a", "b", "..", "c d", "x"]), min_size=1, max_size=4).map("/".join)
 updates = st.builds(
     lambda cwd, absolute, policy, profile, thread: cfg.SessionSettingsUpdate(
         **({"cwd": ("/" + cwd) if absolute else cwd} if cwd is not None else {}),
@@ -95,11 +95,11 @@ def test_relative_cwd_resolves_against_process_cwd() -> None:
 
 
 def test_invalid_values_name_the_field() -> None:
-    with pytest.raises(ConfigError, match="^cwd"):
+    with pytest.raises(ConfigError, match=r"^cwd"):
         _config.apply(base(), cfg.SessionSettingsUpdate(cwd=""))
-    with pytest.raises(ConfigError, match="^collaboration_mode.model"):
+    with pytest.raises(ConfigError, match=r"^collaboration_mode\.model"):
         _config.apply(base(), cfg.SessionSettingsUpdate(collaboration_mode=cfg.CollaborationMode(model="")))
-    with pytest.raises(ConfigError, match=r"^permission_profile.file_system.entries\[0\].path"):
+    with pytest.raises(ConfigError, match=r"^permission_profile\.file_system\.entries\[0\]\.path"):
         _config.apply(base(), cfg.SessionSettingsUpdate(permission_profile=cfg.PermissionProfile(
             name="custom", file_system=cfg.FileSystemPolicy(entries=[cfg.FileSystemEntry(path="rel")]))))
 
@@ -133,12 +133,12 @@ def test_errors_name_file_line_and_key(tmp_path: Path) -> None:
         load_config(cwd=str(tmp_path), home=home, managed_dir=tmp_path / "none")
     assert f"{home / 'config.toml'}:3" in str(err.value) and "approval_policy" in str(err.value)
     (home / "config.toml").write_text('model = 3\n')
-    with pytest.raises(ConfigError, match=r"config.toml:1: key 'model': expected str"):
+    with pytest.raises(ConfigError, match=r"config\.toml:1: key .model.: expected str"):
         load_config(cwd=str(tmp_path), home=home, managed_dir=tmp_path / "none")
     (home / "config.toml").write_text('model = "unterminated\n')
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(cwd=str(tmp_path), home=home, managed_dir=tmp_path / "none")
-    with pytest.raises(ConfigError, match="no \\[profiles.nope\\]"):
+    with pytest.raises(ConfigError, match=r"no \[profiles\.nope\]"):
         (home / "config.toml").write_text("")
         load_config(cwd=str(tmp_path), home=home, managed_dir=tmp_path / "none", profile="nope")
 
