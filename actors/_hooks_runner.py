@@ -119,7 +119,7 @@ class HookRunner:
         handlers = self.registry.matching(event_name, payload)
         if not handlers:
             return AggregateResult(event_name=event_name)
-        stdin = json.dumps(payload).encode("utf-8")
+        stdin = json.dumps(payload, default=str).encode("utf-8")  # odd values (paths, enums) as text
         results: list[HookRunResult | None] = [None] * len(handlers)
 
         async def run_into(index: int, handler: HookHandler) -> None:
