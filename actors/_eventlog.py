@@ -187,6 +187,11 @@ class EventLog:
             self._next_seq.pop(session_id, None)
         self.hub.end(session_id)
 
+    def last_seq(self, session_id: str) -> int:
+        """Sequence number of an open session's last event (-1 before the first), from memory."""
+        with self._lock:
+            return self._next_seq.get(session_id, 0) - 1
+
     def is_open(self, session_id: str) -> bool:
         """True while the session can still append events."""
         with self._lock:

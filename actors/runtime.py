@@ -154,9 +154,6 @@ class SessionRuntime:
                 timeout: float = REQUEST_TIMEOUT_S) -> envelope_pb2.Envelope:
         """Send a request envelope to a live session and wait for its reply envelope."""
         actor = self.live(session_id)
-        if not envelope.trace.traceparent:
-            tp, ts = _tracing.current_traceparent()
-            envelope.trace.traceparent, envelope.trace.tracestate = tp, ts
         try:
             reply = actor.actor_ref.ask(envelope, timeout=timeout)
         except pykka.ActorDeadError as exc:

@@ -118,6 +118,7 @@ class SessionSupervisor(Supervisor):
         self._stop_reason = "requested"
         self._finished = False
         self.configured_seq = 0
+        self._created_ns = time.time_ns()
 
     # --- events ---------------------------------------------------------------------------------------
     def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
@@ -260,15 +261,13 @@ class SessionSupervisor(Supervisor):
 
     def info(self) -> session_pb2.SessionInfo:
         """What GetSession reports for this live session."""
-        record = self._log.session(self.session_id)
         info = session_pb2.SessionInfo(
             session_id=self.session_id, status=session_pb2.SESSION_STATUS_RUNNING,
             configuration=self.configuration, forked_from_id=self.setup.forked_from,
             window_generation=self.setup.window_generation, task_running=self._running is not None,
-            queued_tasks=len(self._queue), last_seq=max(record.last_seq, 0) if record else 0,
+            queued_tasks=len(self._queue), last_seq=max(self._log.last_seq(self.session_id), 0),
         )
-        if record is not None:
-            info.created.FromNanoseconds(int(record.created * 1e9))
+        info.created.FromNanoseconds(self._created_ns)
         return info
 
     def _on_get_session(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:

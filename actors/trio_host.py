@@ -132,6 +132,14 @@ async def _guarded(
     except trio.Cancelled:
         future.set_exception(TaskCancelled("task was cancelled"))
         raise
+    except BaseExceptionGroup as group:
+        # a task whose nursery was cancelled ends with a group of Cancelled: that is a cancellation too
+        _, rest = group.split(trio.Cancelled)
+        if rest is None:
+            future.set_exception(TaskCancelled("task was cancelled"))
+            raise
+        first = rest.exceptions[0] if len(rest.exceptions) == 1 else rest
+        future.set_exception(first if isinstance(first, Exception) else RuntimeError(f"task ended with {first!r}"))
     except Exception as exc:
         future.set_exception(exc)
     except BaseException as exc:  # KeyboardInterrupt, BaseExceptionGroup: report, never propagate

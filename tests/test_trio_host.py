@@ -61,3 +61,33 @@ def test_call_from_loop_thread_is_refused() -> None:
         return "no error"
 
     assert "deadlock" in host.call(inner, timeout=5)
+
+
+def test_a_cancelled_nursery_inside_a_task_is_a_cancellation() -> None:
+    host = get_host()
+    scope = host.open_scope("nursery")
+    entered = threading.Event()
+
+    async def with_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            nursery.start_soon(trio.sleep_forever)
+            entered.set()
+
+    fut = scope.submit(with_nursery)
+    assert entered.wait(5)
+    assert scope.close(5)
+    with pytest.raises(TaskCancelled):
+        fut.result(5)
+
+
+def test_an_exception_group_with_one_error_reports_that_error() -> None:
+    host = get_host()
+
+    async def failing_child() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            raise KeyError("inner")
+
+    with pytest.raises(KeyError, match="inner"):
+        host.submit(failing_child).result(5)
