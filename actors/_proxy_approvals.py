@@ -198,6 +198,18 @@ class ApprovalBroker:
 
     async def __call__(self, host: str, protocol: str, port: int) -> Decision:
         """Ask the session about ``host`` (an ``Approver``)."""
+        return await self.ask(host, protocol, port, self._agent_path)
+
+    def for_agent(self, agent_path: str) -> Approver:
+        """An ``Approver`` whose questions name ``agent_path`` (a subagent's view asking its parent)."""
+
+        async def ask(host: str, protocol: str, port: int) -> Decision:
+            return await self.ask(host, protocol, port, agent_path)
+
+        return ask
+
+    async def ask(self, host: str, protocol: str, port: int, agent_path: str) -> Decision:
+        """Emit a question on behalf of ``agent_path`` and wait for its answer."""
         if self._deny_without_asking:
             return Decision.DENY
         approval_id = secrets.token_hex(APPROVAL_ID_BYTES)
@@ -207,7 +219,7 @@ class ApprovalBroker:
         try:
             self._emit(
                 network_pb2.NetworkApprovalRequested(
-                    id=approval_id, host=host, protocol=protocol, port=port, agent_path=self._agent_path
+                    id=approval_id, host=host, protocol=protocol, port=port, agent_path=agent_path
                 )
             )
             await question.done.wait()

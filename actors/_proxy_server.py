@@ -28,6 +28,7 @@ import base64
 import binascii
 import ipaddress
 import logging
+import re
 import secrets
 
 import trio
@@ -80,6 +81,7 @@ VIEW_TOKEN_BYTES = 16
 #: Challenge sent with 407 so clients know to send their view token.
 PROXY_AUTH_REALM = 'Basic realm="session-proxy"'
 _PROXY_ENV_KEYS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class NonLoopbackBindError(ValueError):
@@ -140,6 +142,7 @@ class ProxyServer:
         resolve_timeout_s: float = DEFAULT_RESOLVE_TIMEOUT_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         agent_path: str = "",
+        root_token: str | None = None,
     ) -> None:
         if not allow_non_loopback and not _is_loopback(host):
             raise NonLoopbackBindError(f"refusing to listen on {host!r}: not a loopback address")
@@ -159,7 +162,9 @@ class ProxyServer:
             RelayLimits(idle_timeout_s, connect_timeout_s, resolve_timeout_s),
         )
         self._views: dict[str, ProxyView] = {}
-        self._root = self.add_view(policy, approver=approver, remembered=remembered, agent_path=agent_path)
+        self._root = self.add_view(
+            policy, approver=approver, remembered=remembered, agent_path=agent_path, token=root_token
+        )
 
     @property
     def port(self) -> int:
@@ -188,9 +193,14 @@ class ProxyServer:
         approver: Approver | None = None,
         remembered: RememberedApprovals | None = None,
         agent_path: str = "",
+        token: str | None = None,
     ) -> ProxyView:
-        """Register a view (e.g. for a subagent) with a fresh random token (any thread)."""
-        token = secrets.token_urlsafe(VIEW_TOKEN_BYTES)
+        """Register a view (e.g. for a subagent) under ``token`` or a fresh random one (any thread)."""
+        token = token or secrets.token_urlsafe(VIEW_TOKEN_BYTES)
+        if not _TOKEN.fullmatch(token):
+            raise ValueError("a view token must be URL-safe (letters, digits, '-', '_', '.', '~')")
+        if token in self._views:
+            raise ValueError("a view with this token exists already")
         gate = ApprovalGate(approver, remembered, self._approval_timeout_s)
         view = ProxyView(token, policy, gate, emit or self._emit, agent_path)
         self._views[token] = view
