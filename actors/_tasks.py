@@ -30,6 +30,8 @@ class TaskContext:
     emit: Callable[[Message], None]
     services: dict[str, Any] = field(default_factory=dict)
     history: list[events_pb2.Event] = field(default_factory=list)
+    #: Per-session mutable state that survives across tasks (the turn loop keeps "conversation" here).
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
