@@ -18,7 +18,15 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["CONNECTION_TAG_VAR", "find_tagged_child", "has_exited", "kill_group", "peek_exit", "wait_exited"]
+__all__ = [
+    "CONNECTION_TAG_VAR",
+    "find_tagged_child",
+    "has_exited",
+    "kill_group",
+    "peek_exit",
+    "wait_exited",
+    "wait_for_tagged_child",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,10 @@ logger = logging.getLogger(__name__)
 CONNECTION_TAG_VAR = "SUPERVISOR_MCP_CONNECTION"
 #: How often to look whether a process has exited while waiting for it.
 EXIT_POLL_INTERVAL_S = 0.01
+#: How long a freshly spawned child may take to show its new environment in /proc: the spawning thread
+#: resumes as soon as exec replaced the memory map, a moment before the kernel records the new environment.
+TAG_LOOKUP_TIMEOUT_S = 1.0
+TAG_LOOKUP_INTERVAL_S = 0.002
 
 
 def _children_of_self() -> set[int]:
@@ -53,6 +65,15 @@ def find_tagged_child(tag: str) -> int | None:
         if needle in environ.split(b"\0"):
             return pid
     return None
+
+
+async def wait_for_tagged_child(tag: str, timeout: float = TAG_LOOKUP_TIMEOUT_S) -> int | None:
+    """``find_tagged_child``, retried for up to ``timeout`` (see ``TAG_LOOKUP_TIMEOUT_S``)."""
+    with trio.move_on_after(timeout):
+        while (pid := find_tagged_child(tag)) is None:
+            await trio.sleep(TAG_LOOKUP_INTERVAL_S)
+        return pid
+    return find_tagged_child(tag)
 
 
 def has_exited(pid: int) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from actors._mcp_config import McpServerConfig
-from actors._mcp_process import CONNECTION_TAG_VAR, find_tagged_child, kill_group, peek_exit, wait_exited
+from actors._mcp_process import CONNECTION_TAG_VAR, kill_group, peek_exit, wait_exited, wait_for_tagged_child
 
 __all__ = ["STDERR_TAIL_BYTES", "HttpTransport", "StdioTransport", "WatchedReadStream"]
 
@@ -136,7 +136,8 @@ class StdioTransport:
             except BaseException:
                 await self._close_stderr()
                 raise
-        self.pid = find_tagged_child(tag)
+        with trio.CancelScope(shield=True):  # bounded; a cancel here would leave the SDK's context half-entered
+            self.pid = await wait_for_tagged_child(tag)
         if self.pid is None:
             logger.warning("mcp server %s: could not find its process; stop relies on the SDK", self._config.name)
         self._nursery.start_soon(self._pump_stderr, self._stderr)

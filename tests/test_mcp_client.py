@@ -12,7 +12,13 @@ import trio
 
 from actors._mcp_client import ConnectionState, McpConnectionService
 from actors._mcp_config import parse_mcp_server
-from actors._mcp_errors import McpServerUnavailable, McpStartupError, McpToolDisabled, McpToolTimeout
+from actors._mcp_errors import (
+    McpCallFailed,
+    McpServerUnavailable,
+    McpStartupError,
+    McpToolDisabled,
+    McpToolTimeout,
+)
 from actors._mcp_process import has_exited
 from actors._mcp_results import MAX_RESULT_TEXT_BYTES
 from protos.supervisor.v1 import mcp_pb2
@@ -175,7 +181,7 @@ async def test_crash_during_call_restarts_and_serves_again() -> None:
         with trio.fail_after(START_BOUND_S):
             await service.start()
         first = service.pid
-        with pytest.raises(Exception, match="exited during the call to 'crash'|failed the call to 'crash'"):
+        with pytest.raises(McpCallFailed, match=r"exited during the call to 'crash'|failed the call to 'crash'"):
             await service.call_tool("crash")
         with trio.fail_after(START_BOUND_S):
             result = await service.call_tool("pid")  # waits for the restart, then answers
