@@ -181,7 +181,7 @@ class McpConnectionService:
     @property
     def pid(self) -> int | None:
         """The stdio server's process id while it runs (None for HTTP servers or when not running)."""
-        conn = self._conn or self._opening
+        conn = self._opening or self._conn
         if conn is None or not isinstance(conn.transport, StdioTransport) or conn.finished.is_set():
             return None
         return conn.transport.pid
