@@ -86,13 +86,21 @@ def has_exited(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def _child_exited(pid: int) -> bool:
+    """True when our child ``pid`` has exited (waitable, not reaped) or is no child of ours any more."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return has_exited(pid)
+
+
 async def wait_exited(pid: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the process to exit; True when it did."""
+    """Wait up to ``timeout`` for our child process to exit (without reaping it); True when it did."""
     with trio.move_on_after(timeout):
-        while not has_exited(pid):
+        while not _child_exited(pid):
             await trio.sleep(EXIT_POLL_INTERVAL_S)
         return True
-    return has_exited(pid)
+    return _child_exited(pid)
 
 
 def peek_exit(pid: int) -> str | None:
