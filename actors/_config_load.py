@@ -79,6 +79,8 @@ class LoadedConfig:
     layers: list[ConfigLayer] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     deprecations: list[tuple[str, str]] = field(default_factory=list)
+    #: (source, directory) of every file-based layer, present or not (hooks.json files live there too).
+    layer_dirs: list[tuple[str, Path]] = field(default_factory=list)
 
     def table(self, key: str) -> dict[str, Any]:
         """A merged table (``mcp_servers``, ``agents``, ...), empty when absent."""
@@ -236,8 +238,9 @@ def load_config(
     managed_dir = managed_dir if managed_dir is not None else MANAGED_DIR
     warnings: list[str] = []
     layers: list[ConfigLayer] = []
-    for source, path in (("managed", managed_dir / CONFIG_FILE), ("user", home / CONFIG_FILE),
-                         ("project", Path(cwd) / PROJECT_DIR_NAME / CONFIG_FILE)):
+    layer_dirs = [("managed", managed_dir), ("user", home), ("project", Path(cwd) / PROJECT_DIR_NAME)]
+    for source, directory in layer_dirs:
+        path = directory / CONFIG_FILE
         layer = _read_layer(source, path)
         if layer is not None:
             _check_types(layer, warnings)
@@ -268,4 +271,4 @@ def load_config(
             "`on-failure` approval policy is deprecated",
             "Use `on-request` for interactive approvals or `never` for non-interactive runs.",
         ))
-    return LoadedConfig(session, constraints, merged, layers, warnings, deprecations)
+    return LoadedConfig(session, constraints, merged, layers, warnings, deprecations, layer_dirs)

@@ -23,6 +23,7 @@ class JsonlTranslator:
         self.verbose = verbose
         self._item = 0
         self._open_exec: dict[str, str] = {}
+        self._commands: dict[str, str] = {}
 
     def _next_item(self) -> str:
         item_id = f"item_{self._item}"
@@ -63,18 +64,19 @@ class JsonlTranslator:
     def _extra(self, event: events_pb2.Event, kind: str) -> dict[str, Any] | None:
         """Items for tool-like events, recognised by field names so feature protos can grow freely."""
         if kind == "exec_begin":
-            msg = event.exec_begin  # type: ignore[attr-defined]
+            msg = event.exec_begin
             item_id = self._next_item()
             self._open_exec[msg.call_id] = item_id
+            self._commands[msg.call_id] = msg.command
             return {"type": "item.started", "item": {"id": item_id, "type": "command_execution",
                                                      "command": msg.command, "aggregated_output": "",
                                                      "exit_code": None, "status": "in_progress"}}
         if kind == "exec_end":
-            msg = event.exec_end  # type: ignore[attr-defined]
-            item_id = self._open_exec.pop(msg.call_id, self._next_item())
-            output = (msg.head or "") + (msg.tail or "") if hasattr(msg, "head") else ""
+            end = event.exec_end
+            item_id = self._open_exec.pop(end.call_id, None) or self._next_item()
+            output = (end.head + end.tail).decode("utf-8", "replace")
             return {"type": "item.completed", "item": {
-                "id": item_id, "type": "command_execution", "command": getattr(msg, "command", ""),
-                "aggregated_output": output, "exit_code": msg.exit_code,
-                "status": "completed" if msg.exit_code == 0 else "failed"}}
+                "id": item_id, "type": "command_execution", "command": self._commands.pop(end.call_id, ""),
+                "aggregated_output": output, "exit_code": end.exit_code,
+                "status": "completed" if end.exit_code == 0 else "failed"}}
         return None

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -120,6 +121,16 @@ class SessionService:
         ctx.add_callback(stop.set)
         return self.runtime.stream(req.session_id, req.from_seq, stop=stop, follow=not req.no_follow)
 
+    def _feature(self, req: Any, ctx: grpc.ServicerContext, tp: str, ts: str) -> Any:
+        """Exec, ResolveApproval, GetNetworkProxy, ListHooks, ...: served by the session's children."""
+        env = envelope_pb2.Envelope(opaque=envelope_pb2.Opaque(type_url=req.DESCRIPTOR.full_name,
+                                                               data=req.SerializeToString()))
+        env.trace.traceparent, env.trace.tracestate = tp, ts
+        env.sender = "/gateway"
+        return self.runtime.request_feature(req.session_id, env)
+
+    Exec = ResolveApproval = GetNetworkProxy = ListHooks = _feature
+
     def _ask(self, session_id: str, env: envelope_pb2.Envelope, tp: str, ts: str) -> envelope_pb2.Envelope:
         env.trace.traceparent, env.trace.tracestate = tp, ts
         env.sender = "/gateway"
@@ -130,7 +141,7 @@ def _handlers(service: SessionService) -> grpc.GenericRpcHandler:
     descriptor = session_pb2.DESCRIPTOR.services_by_name["SessionService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
-        request_cls: type[Message] = getattr(session_pb2, method.input_type.name)
+        request_cls: type[Message] = GetMessageClass(method.input_type)
         impl = getattr(service, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(

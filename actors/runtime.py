@@ -7,6 +7,7 @@ log, and turns a request for an unknown or stopped session into a narrow error t
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from actors._tasks import TaskRunner, builtin_runner
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
 from actors.session import SessionSetup, SessionSupervisor
 from actors.supervision import ChildSpec, exc_text, start_actor
+from actors.trio_host import TaskCancelled
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["RuntimeOptions", "SessionRuntime"]
@@ -37,6 +39,8 @@ START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 #: How long StopSession waits for the session and its children.
 STOP_TIMEOUT_S = 60.0
+#: Longest a feature request (an Exec, an MCP call) may take before the caller stops waiting.
+FEATURE_TIMEOUT_S = 3600.0
 EVENT_LOG_FILE = "events.sqlite3"
 
 
@@ -109,6 +113,7 @@ class SessionRuntime:
             deprecations=list(loaded.deprecations), task_runner=self.options.task_runner,
             on_exit=self._forget, services=dict(self.options.services),
         )
+        setup.services["live_session_ids"] = self.live_ids
         setup.services["loaded_config"] = loaded
         if mode in (session_pb2.START_MODE_RESUME, session_pb2.START_MODE_FORK):
             record = self.log.session(request.session_id) if request.session_id else None
@@ -159,6 +164,21 @@ class SessionRuntime:
         except pykka.ActorDeadError as exc:
             raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
         assert isinstance(reply, envelope_pb2.Envelope)
+        return reply
+
+    def request_feature(self, session_id: str, envelope: envelope_pb2.Envelope,
+                        timeout: float = FEATURE_TIMEOUT_S) -> Any:
+        """Send a feature request (``Envelope.opaque``); wait for its reply message, or for its future."""
+        actor = self.live(session_id)
+        try:
+            reply = actor.actor_ref.ask(envelope, timeout=REQUEST_TIMEOUT_S)
+        except pykka.ActorDeadError as exc:
+            raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+        if isinstance(reply, concurrent.futures.Future):
+            try:
+                return reply.result(timeout)
+            except TaskCancelled as exc:
+                raise SessionStateError(f"session {session_id} stopped before the request finished") from exc
         return reply
 
     def stop_session(self, session_id: str) -> session_pb2.StopSessionResponse:

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_TASKS = 64
 #: How long a cancelled task gets to unwind before the session stops waiting for it.
 TASK_CANCEL_TIMEOUT_S = 5.0
+#: How long the session waits for a child to answer a synchronous call.
+CHILD_CALL_TIMEOUT_S = 10.0
 
 _EVENT_FIELDS: dict[str, str] = {}
 
@@ -119,6 +121,10 @@ class SessionSupervisor(Supervisor):
         self._finished = False
         self.configured_seq = 0
         self._created_ns = time.time_ns()
+        self._proxy_state: Any = None
+        self.proxy_env: dict[str, str] = {}
+        #: Per-session state that tasks keep across turns (the conversation, a provider).
+        self.task_state: dict[str, Any] = {}
 
     # --- events ---------------------------------------------------------------------------------------
     def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
@@ -173,8 +179,7 @@ class SessionSupervisor(Supervisor):
             resume=resumed,
         )
         try:
-            if setup.children:
-                self.start_children(setup.children)
+            self._start_standard_children()
             history_items = sum(1 for e in setup.history if e.WhichOneof("msg") in ("turn_started", "agent_message"))
             configured = events_pb2.SessionConfigured(
                 session_id=self.session_id, configuration=self.configuration, forked_from_id=setup.forked_from,
@@ -193,11 +198,74 @@ class SessionSupervisor(Supervisor):
                 self.emit(events_pb2.Warning(message=warning))
             for event in held:
                 self._log.append(self.session_id, event)
+            self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
         except BaseException:
             self._log.discard_session(self.session_id, resumed=resumed)
             raise
         self._log.commit_session(self.session_id)
         self._committed = True
+
+    def _start_standard_children(self) -> None:
+        """Phase one: the proxy; phase two, in parallel: shell, hooks, MCP and any extra children."""
+        from actors import _session_children as kids
+
+        setup = self.setup
+        loaded = setup.services.get("loaded_config")
+        inherit = setup.services.get("inherit")
+        phase1, self._proxy_state = kids.child_phases(loaded, self.configuration, self.session_id, self.emit,
+                                                      agent_path=setup.agent_path, inherit=inherit)
+        if phase1:
+            self.start_children(phase1)
+        proxy_env = dict(inherit.proxy_env) if inherit is not None else {}
+        proxy = self.child_ref("proxy")
+        if proxy is not None:
+            proxy_env = proxy.proxy().env().get(timeout=CHILD_CALL_TIMEOUT_S)
+        self.proxy_env = proxy_env
+        phase2: list[ChildSpec] = []
+        if loaded is not None:
+            shell = kids.shell_spec(loaded, self.configuration, session_id=self.session_id, emit=self.emit,
+                                    proxy_env=proxy_env, inherit=inherit,
+                                    live_session_ids=setup.services.get("live_session_ids"))
+            if shell is not None:
+                phase2.append(shell)
+            hooks = kids.hooks_spec(loaded, self.configuration, self.session_id, self.emit, inherit)
+            if hooks is not None:
+                phase2.append(hooks[0])
+                setup.warnings.extend(hooks[1])
+        phase2.extend(setup.children)
+        if phase2:
+            self.start_children(phase2)
+
+    def _child_call(self, child_id: str, method: str, *args: Any) -> Any:
+        """Call a method of a live child and wait for its answer; None when the child is absent."""
+        ref = self.child_ref(child_id)
+        if ref is None:
+            return None
+        return getattr(ref.proxy(), method)(*args).get(timeout=CHILD_CALL_TIMEOUT_S)
+
+    def _run_hook_soon(self, event_name: str, fields: dict[str, Any]) -> None:
+        ref = self.child_ref("hooks")
+        if ref is not None:
+            ref.proxy().run(event_name, fields, self.setup.start_traceparent or None)
+
+    def task_services(self) -> dict[str, Any]:
+        """What a task may use: the session's children, looked up now (they may have restarted)."""
+        services = dict(self.setup.services)
+        services["proxy_env"] = dict(self.proxy_env)
+        shell = self._child_call("shell_snapshot", "shell")
+        if shell is not None:
+            services["shell"] = shell
+        hooks = self._child_call("hooks", "runner")
+        if hooks is not None:
+            services["hooks"] = hooks
+        return services
+
+    def _set_approval_mode(self) -> None:
+        """Deny network approvals without asking when the policy is never or no turn is active."""
+        never = self.configuration.approval_policy == config_pb2.APPROVAL_POLICY_NEVER
+        ref = self.child_ref("proxy")
+        if ref is not None:
+            ref.proxy().set_deny_without_asking(never or self._running is None)
 
     # --- requests (Envelope in, Envelope out) -------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -217,7 +285,13 @@ class SessionSupervisor(Supervisor):
             "update_settings": SessionSupervisor._on_update_settings,
             "get_session": SessionSupervisor._on_get_session,
             "task_done": SessionSupervisor._on_task_done,
+            "opaque": SessionSupervisor._on_feature_request,
         }
+
+    def _on_feature_request(self, env: envelope_pb2.Envelope) -> Any:
+        from actors._session_requests import handle_feature_request
+
+        return handle_feature_request(self, env.opaque.type_url, env.opaque.data)
 
     def _on_submit(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
         req = env.submit
@@ -253,6 +327,10 @@ class SessionSupervisor(Supervisor):
         self._log.update_config(self.session_id, new.SerializeToString())
         self.emit(events_pb2.SettingsUpdated(configuration=new))
         self.on_settings_changed(new)
+        ref = self.child_ref("proxy")
+        if ref is not None:
+            ref.proxy().set_policy(new.permission_profile.network)
+        self._set_approval_mode()
         return envelope_pb2.Envelope(correlation_id=env.correlation_id,
                                      update_settings_reply=session_pb2.UpdateSettingsResponse(configuration=new))
 
@@ -279,12 +357,13 @@ class SessionSupervisor(Supervisor):
         self._running = task
         task.started = time.monotonic()
         task.scope = get_host().open_scope(f"task:{task.task_id}")
+        self._set_approval_mode()
         self.emit(events_pb2.TurnStarted(input=task.input), task_id=task.task_id, traceparent=task.traceparent)
         ctx = TaskContext(
             session_id=self.session_id, task_id=task.task_id, input=task.input,
             configuration=self.configuration, traceparent=task.traceparent,
-            emit=lambda msg: self.emit(msg, task_id=task.task_id), services=self.setup.services,
-            history=self.setup.history,
+            emit=lambda msg: self.emit(msg, task_id=task.task_id), services=self.task_services(),
+            history=self.setup.history, state=self.task_state,
         )
         future = task.scope.submit(self.setup.task_runner, ctx, name=f"task:{task.task_id}")
         me = self.actor_ref
@@ -334,6 +413,8 @@ class SessionSupervisor(Supervisor):
             self.emit(events_pb2.TurnAborted(reason=note.outcome), task_id=task.task_id)
         if self._queue:
             self._start_task(self._queue.popleft())
+        else:
+            self._set_approval_mode()
 
     # --- stopping -------------------------------------------------------------------------------------
     def _stop(self) -> None:

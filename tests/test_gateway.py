@@ -16,6 +16,8 @@ from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import config_pb2, session_pb2, session_pb2_grpc
 
 WAIT_S = 10.0
+TASK_KINDS = {"session_configured", "turn_started", "agent_message", "turn_completed", "turn_aborted",
+              "task_queued", "session_stopped", "settings_updated"}
 
 
 @pytest.fixture
@@ -39,6 +41,8 @@ def events_until(stub: session_pb2_grpc.SessionServiceStub, sid: str, until: str
     stream = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, from_seq=from_seq), timeout=WAIT_S)
     try:
         for event in stream:
+            if event.WhichOneof("msg") not in TASK_KINDS:
+                continue
             out.append(event.WhichOneof("msg"))
             if out[-1] == until:
                 return out

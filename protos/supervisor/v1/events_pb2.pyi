@@ -10,6 +10,10 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from protos.supervisor.v1 import config_pb2 as _config_pb2
+from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
+from protos.supervisor.v1 import mcp_pb2 as _mcp_pb2
+from protos.supervisor.v1 import network_pb2 as _network_pb2
+from protos.supervisor.v1 import shell_pb2 as _shell_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -48,6 +52,22 @@ class Event(_message.Message):
     SESSION_STOPPED_FIELD_NUMBER: _builtins.int
     TASK_QUEUED_FIELD_NUMBER: _builtins.int
     COMPACTED_FIELD_NUMBER: _builtins.int
+    NETWORK_PROXY_LISTENING_FIELD_NUMBER: _builtins.int
+    NETWORK_REQUEST_BLOCKED_FIELD_NUMBER: _builtins.int
+    NETWORK_APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
+    NETWORK_CONNECTION_AUDIT_FIELD_NUMBER: _builtins.int
+    SHELL_SNAPSHOT_READY_FIELD_NUMBER: _builtins.int
+    SHELL_SNAPSHOT_FAILED_FIELD_NUMBER: _builtins.int
+    EXEC_BEGIN_FIELD_NUMBER: _builtins.int
+    EXEC_OUTPUT_DELTA_FIELD_NUMBER: _builtins.int
+    EXEC_END_FIELD_NUMBER: _builtins.int
+    MCP_STARTUP_UPDATE_FIELD_NUMBER: _builtins.int
+    MCP_STARTUP_COMPLETE_FIELD_NUMBER: _builtins.int
+    MCP_TOOLS_CHANGED_FIELD_NUMBER: _builtins.int
+    MCP_ELICITATION_REQUESTED_FIELD_NUMBER: _builtins.int
+    MCP_SERVER_RESTARTED_FIELD_NUMBER: _builtins.int
+    HOOK_STARTED_FIELD_NUMBER: _builtins.int
+    HOOK_COMPLETED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session that emitted the event."""
     seq: _builtins.int
@@ -92,6 +112,46 @@ class Event(_message.Message):
     def task_queued(self) -> Global___TaskQueued: ...
     @_builtins.property
     def compacted(self) -> Global___ContextCompacted: ...
+    @_builtins.property
+    def network_proxy_listening(self) -> _network_pb2.NetworkProxyListening:
+        """Network proxy (network.proto): 100-119."""
+
+    @_builtins.property
+    def network_request_blocked(self) -> _network_pb2.NetworkRequestBlocked: ...
+    @_builtins.property
+    def network_approval_requested(self) -> _network_pb2.NetworkApprovalRequested: ...
+    @_builtins.property
+    def network_connection_audit(self) -> _network_pb2.NetworkConnectionAudit: ...
+    @_builtins.property
+    def shell_snapshot_ready(self) -> _shell_pb2.ShellSnapshotReady:
+        """Shell snapshot and exec (shell.proto): 120-139."""
+
+    @_builtins.property
+    def shell_snapshot_failed(self) -> _shell_pb2.ShellSnapshotFailed: ...
+    @_builtins.property
+    def exec_begin(self) -> _shell_pb2.ExecBegin: ...
+    @_builtins.property
+    def exec_output_delta(self) -> _shell_pb2.ExecOutputDelta: ...
+    @_builtins.property
+    def exec_end(self) -> _shell_pb2.ExecEnd: ...
+    @_builtins.property
+    def mcp_startup_update(self) -> _mcp_pb2.McpStartupUpdate:
+        """MCP connections (mcp.proto): 140-159."""
+
+    @_builtins.property
+    def mcp_startup_complete(self) -> _mcp_pb2.McpStartupComplete: ...
+    @_builtins.property
+    def mcp_tools_changed(self) -> _mcp_pb2.McpToolsChanged: ...
+    @_builtins.property
+    def mcp_elicitation_requested(self) -> _mcp_pb2.McpElicitationRequested: ...
+    @_builtins.property
+    def mcp_server_restarted(self) -> _mcp_pb2.McpServerRestarted: ...
+    @_builtins.property
+    def hook_started(self) -> _hooks_pb2.HookStarted:
+        """Lifecycle hooks (hooks.proto): 160-179."""
+
+    @_builtins.property
+    def hook_completed(self) -> _hooks_pb2.HookCompleted: ...
     def __init__(
         self,
         *,
@@ -116,12 +176,28 @@ class Event(_message.Message):
         session_stopped: Global___SessionStopped | None = ...,
         task_queued: Global___TaskQueued | None = ...,
         compacted: Global___ContextCompacted | None = ...,
+        network_proxy_listening: _network_pb2.NetworkProxyListening | None = ...,
+        network_request_blocked: _network_pb2.NetworkRequestBlocked | None = ...,
+        network_approval_requested: _network_pb2.NetworkApprovalRequested | None = ...,
+        network_connection_audit: _network_pb2.NetworkConnectionAudit | None = ...,
+        shell_snapshot_ready: _shell_pb2.ShellSnapshotReady | None = ...,
+        shell_snapshot_failed: _shell_pb2.ShellSnapshotFailed | None = ...,
+        exec_begin: _shell_pb2.ExecBegin | None = ...,
+        exec_output_delta: _shell_pb2.ExecOutputDelta | None = ...,
+        exec_end: _shell_pb2.ExecEnd | None = ...,
+        mcp_startup_update: _mcp_pb2.McpStartupUpdate | None = ...,
+        mcp_startup_complete: _mcp_pb2.McpStartupComplete | None = ...,
+        mcp_tools_changed: _mcp_pb2.McpToolsChanged | None = ...,
+        mcp_elicitation_requested: _mcp_pb2.McpElicitationRequested | None = ...,
+        mcp_server_restarted: _mcp_pb2.McpServerRestarted | None = ...,
+        hook_started: _hooks_pb2.HookStarted | None = ...,
+        hook_completed: _hooks_pb2.HookCompleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_queued", b"task_queued", "time", b"time", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "time", b"time", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "msg", b"msg", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

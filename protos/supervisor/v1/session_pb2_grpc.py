@@ -5,7 +5,10 @@ import grpc
 import warnings
 
 from protos.supervisor.v1 import events_pb2 as protos_dot_supervisor_dot_v1_dot_events__pb2
+from protos.supervisor.v1 import hooks_pb2 as protos_dot_supervisor_dot_v1_dot_hooks__pb2
+from protos.supervisor.v1 import network_pb2 as protos_dot_supervisor_dot_v1_dot_network__pb2
 from protos.supervisor.v1 import session_pb2 as protos_dot_supervisor_dot_v1_dot_session__pb2
+from protos.supervisor.v1 import shell_pb2 as protos_dot_supervisor_dot_v1_dot_shell__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -79,6 +82,26 @@ class SessionServiceStub:
                 request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/supervisor.v1.SessionService/Exec',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecResponse.FromString,
+                _registered_method=True)
+        self.ResolveApproval = channel.unary_unary(
+                '/supervisor.v1.SessionService/ResolveApproval',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalResponse.FromString,
+                _registered_method=True)
+        self.GetNetworkProxy = channel.unary_unary(
+                '/supervisor.v1.SessionService/GetNetworkProxy',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.SessionNetworkProxyRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_network__pb2.GetNetworkProxyResponse.FromString,
+                _registered_method=True)
+        self.ListHooks = channel.unary_unary(
+                '/supervisor.v1.SessionService/ListHooks',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -143,6 +166,34 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Run a command in the session's shell, through its snapshot and network proxy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveApproval(self, request, context):
+        """Answer a NetworkApprovalRequested event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkProxy(self, request, context):
+        """Describe the session's network proxy (port and the environment that routes a process through it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHooks(self, request, context):
+        """List the session's lifecycle hooks and the warnings from loading them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +236,26 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecResponse.SerializeToString,
+            ),
+            'ResolveApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveApproval,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalResponse.SerializeToString,
+            ),
+            'GetNetworkProxy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkProxy,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.SessionNetworkProxyRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_network__pb2.GetNetworkProxyResponse.SerializeToString,
+            ),
+            'ListHooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHooks,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +477,114 @@ class SessionService:
             '/supervisor.v1.SessionService/ListSessions',
             protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_session__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/Exec',
+            protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_shell__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ResolveApproval',
+            protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_session__pb2.ResolveApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkProxy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/GetNetworkProxy',
+            protos_dot_supervisor_dot_v1_dot_session__pb2.SessionNetworkProxyRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_network__pb2.GetNetworkProxyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ListHooks',
+            protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,10 @@ The public API: start, drive, watch and stop sessions."""
 from collections import abc as _abc
 from grpc import aio as _aio
 from protos.supervisor.v1 import events_pb2 as _events_pb2
+from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
+from protos.supervisor.v1 import network_pb2 as _network_pb2
 from protos.supervisor.v1 import session_pb2 as _session_pb2
+from protos.supervisor.v1 import shell_pb2 as _shell_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -54,6 +57,14 @@ class SessionServiceStub:
     """Describe one session."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]
     """List sessions in the log."""
+    Exec: _grpc.UnaryUnaryMultiCallable[_shell_pb2.ExecRequest, _shell_pb2.ExecResponse]
+    """Run a command in the session's shell, through its snapshot and network proxy."""
+    ResolveApproval: _grpc.UnaryUnaryMultiCallable[_session_pb2.ResolveApprovalRequest, _session_pb2.ResolveApprovalResponse]
+    """Answer a NetworkApprovalRequested event."""
+    GetNetworkProxy: _grpc.UnaryUnaryMultiCallable[_session_pb2.SessionNetworkProxyRequest, _network_pb2.GetNetworkProxyResponse]
+    """Describe the session's network proxy (port and the environment that routes a process through it)."""
+    ListHooks: _grpc.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]
+    """List the session's lifecycle hooks and the warnings from loading them."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -79,6 +90,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Describe one session."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """List sessions in the log."""
+    Exec: _aio.UnaryUnaryMultiCallable[_shell_pb2.ExecRequest, _shell_pb2.ExecResponse]  # type: ignore[assignment]
+    """Run a command in the session's shell, through its snapshot and network proxy."""
+    ResolveApproval: _aio.UnaryUnaryMultiCallable[_session_pb2.ResolveApprovalRequest, _session_pb2.ResolveApprovalResponse]  # type: ignore[assignment]
+    """Answer a NetworkApprovalRequested event."""
+    GetNetworkProxy: _aio.UnaryUnaryMultiCallable[_session_pb2.SessionNetworkProxyRequest, _network_pb2.GetNetworkProxyResponse]  # type: ignore[assignment]
+    """Describe the session's network proxy (port and the environment that routes a process through it)."""
+    ListHooks: _aio.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]  # type: ignore[assignment]
+    """List the session's lifecycle hooks and the warnings from loading them."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
@@ -149,5 +168,37 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ListSessionsResponse, _abc.Awaitable[_session_pb2.ListSessionsResponse]]:
         """List sessions in the log."""
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request: _shell_pb2.ExecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shell_pb2.ExecResponse, _abc.Awaitable[_shell_pb2.ExecResponse]]:
+        """Run a command in the session's shell, through its snapshot and network proxy."""
+
+    @_abc_1.abstractmethod
+    def ResolveApproval(
+        self,
+        request: _session_pb2.ResolveApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ResolveApprovalResponse, _abc.Awaitable[_session_pb2.ResolveApprovalResponse]]:
+        """Answer a NetworkApprovalRequested event."""
+
+    @_abc_1.abstractmethod
+    def GetNetworkProxy(
+        self,
+        request: _session_pb2.SessionNetworkProxyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.GetNetworkProxyResponse, _abc.Awaitable[_network_pb2.GetNetworkProxyResponse]]:
+        """Describe the session's network proxy (port and the environment that routes a process through it)."""
+
+    @_abc_1.abstractmethod
+    def ListHooks(
+        self,
+        request: _hooks_pb2.ListHooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hooks_pb2.ListHooksResponse, _abc.Awaitable[_hooks_pb2.ListHooksResponse]]:
+        """List the session's lifecycle hooks and the warnings from loading them."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
