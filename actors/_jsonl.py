@@ -73,7 +73,7 @@ class JsonlTranslator:
                                                      "exit_code": None, "status": "in_progress"}}
         if kind == "exec_end":
             end = event.exec_end
-            item_id = self._open_exec.pop(end.call_id, None) or self._next_item()
+            item_id = self._open_exec.pop(end.call_id, "") or self._next_item()
             output = (end.head + end.tail).decode("utf-8", "replace")
             return {"type": "item.completed", "item": {
                 "id": item_id, "type": "command_execution", "command": self._commands.pop(end.call_id, ""),
