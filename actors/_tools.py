@@ -145,7 +145,10 @@ class ToolRouter:
 
 
 def bound_output(text: str, max_bytes: int) -> str:
-    """``text`` if its UTF-8 fits ``max_bytes``, else its head and tail around a marker naming the cut."""
+    """``text`` if its UTF-8 fits ``max_bytes``, else its head and tail around a marker naming the cut.
+
+    A limit smaller than the marker itself keeps only the marker.
+    """
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= max_bytes:
         return text
