@@ -156,6 +156,11 @@ class BufferedReader:
         self._buffer += data
         return True
 
+    @property
+    def buffered(self) -> int:
+        """Bytes already read from the stream and not consumed yet."""
+        return len(self._buffer)
+
     async def receive_some(self, max_bytes: int = READ_CHUNK_BYTES) -> bytes:
         """Buffered bytes first, then the stream; b"" at the end of the stream."""
         if self._buffer:
@@ -288,9 +293,19 @@ def response_framing(head: MessageHead, request_method: str) -> Framing:
 
 
 async def relay_body(
-    reader: BufferedReader, out: trio.abc.SendStream, framing: Framing, progress: Callable[[int], None]
+    reader: BufferedReader,
+    out: trio.abc.SendStream,
+    framing: Framing,
+    progress: Callable[[int], None],
+    head: bytes = b"",
 ) -> None:
-    """Copy one body as framed from ``reader`` to ``out``; ``progress(n)`` after each piece sent."""
+    """Send ``head``, then copy one body as framed from ``reader`` to ``out``; ``progress(n)`` after each
+    piece sent. A head goes out with the first body piece when that piece is already buffered (one write
+    instead of two for small responses), and alone otherwise (never held back waiting for the body)."""
+    if head and (framing.chunked or not reader.buffered or framing.length == 0):
+        await out.send_all(head)
+        progress(len(head))
+        head = b""
     if framing.chunked:
         await _relay_chunked(reader, out, progress)
         return
@@ -299,12 +314,16 @@ async def relay_body(
         if remaining is None:
             data = await reader.receive_some()
             if not data:
-                return
+                break
         else:
             data = await reader.receive_at_most(remaining)
             remaining -= len(data)
-        await out.send_all(data)
-        progress(len(data))
+        await out.send_all(head + data if head else data)
+        progress(len(head) + len(data))
+        head = b""
+    if head:
+        await out.send_all(head)
+        progress(len(head))
 
 
 async def _relay_chunked(

@@ -40,7 +40,6 @@ from actors._proxy_hosts import InvalidHostError, IpAddress, format_host, parse_
 from actors._proxy_http import (
     HOP_BY_HOP,
     NO_BODY,
-    READ_CHUNK_BYTES,
     BufferedReader,
     Framing,
     MalformedMessage,
@@ -53,6 +52,7 @@ from actors._proxy_http import (
     request_framing,
     response_framing,
 )
+from actors._proxy_tunnel import relay_tunnel
 from protos.supervisor.v1 import network_pb2
 
 __all__ = ["Connector", "ProxyView", "RelayLimits", "RequestHandler", "Resolver"]
@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 Resolver = Callable[[str], Awaitable[list[str]]]
 Connector = Callable[[str, int], Awaitable[trio.abc.HalfCloseableStream]]
 
+#: Idle deadlines move in steps of timeout / this (see ``_Idle``).
+IDLE_DEADLINE_STEPS = 16
 #: Default port of an ``http://`` target without one.
 HTTP_DEFAULT_PORT = 80
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
@@ -140,14 +142,21 @@ class _Audit:
 
 
 class _Idle:
-    """A cancel scope whose deadline moves forward whenever bytes move."""
+    """A cancel scope whose deadline moves forward whenever bytes move.
+
+    Moving a deadline reorders trio's deadline heap, so it moves at most every ``timeout_s / 16``: the
+    timeout fires between 15/16 and 1 times ``timeout_s`` after the last byte.
+    """
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        self._step = timeout_s / IDLE_DEADLINE_STEPS
         self.scope = trio.CancelScope(deadline=trio.current_time() + timeout_s)
 
     def touch(self) -> None:
-        self.scope.deadline = trio.current_time() + self.timeout_s
+        deadline = trio.current_time() + self.timeout_s
+        if deadline - self.scope.deadline >= self._step:
+            self.scope.deadline = deadline
 
 
 def parse_absolute_target(target: str) -> tuple[str, int, str]:
@@ -315,13 +324,13 @@ class RequestHandler:
 
         def up(n: int) -> None:
             audit.bytes_up += n
+            idle.touch()
 
         def down(n: int) -> None:
             audit.bytes_down += n
+            idle.touch()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, ex.client, upstream, up, idle, nursery.cancel_scope)
-            nursery.start_soon(_pump, BufferedReader(upstream), ex.out, down, idle, nursery.cancel_scope)
+        await relay_tunnel(ex.client, ex.out, upstream, up, down)
 
     async def _forward(
         self, ex: _Exchange, upstream: trio.abc.HalfCloseableStream, audit: _Audit, idle: _Idle
@@ -372,10 +381,8 @@ class RequestHandler:
         response_head = render_head(f"HTTP/1.1 {status} {response.start[2]}", out_headers)
         audit.status_code = status
         audit.responded = True
-        await ex.out.send_all(response_head)
-        down(len(response_head))
         try:
-            await relay_body(reader, ex.out, body, down)
+            await relay_body(reader, ex.out, body, down, head=response_head)
         except (MalformedMessage, *_BROKEN) as exc:
             raise _Failure("upstream-error") from exc
         return keep_alive
@@ -390,26 +397,6 @@ async def _final_response(reader: BufferedReader) -> MessageHead:
             raise MalformedMessage("upstream switched protocols without being asked")
         if status >= 200:
             return response
-
-
-async def _pump(
-    source: BufferedReader,
-    sink: trio.abc.HalfCloseableStream,
-    progress: Callable[[int], None],
-    idle: _Idle,
-    tunnel: trio.CancelScope,
-) -> None:
-    try:
-        while True:
-            data = await source.receive_some(READ_CHUNK_BYTES)
-            if not data:
-                await sink.send_eof()
-                return
-            await sink.send_all(data)
-            progress(len(data))
-            idle.touch()
-    except _BROKEN:
-        tunnel.cancel()
 
 
 async def _send_quietly(out: trio.abc.SendStream, data: bytes) -> None:

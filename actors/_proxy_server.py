@@ -96,7 +96,15 @@ async def system_resolve(host: str) -> list[str]:
 
 async def system_connect(ip: str, port: int) -> trio.abc.HalfCloseableStream:
     """Open a TCP connection to an IP address (never a name: no second lookup)."""
-    return await trio.open_tcp_stream(ip, port)
+    address = ipaddress.ip_address(ip)  # refuses names outright
+    family = trio.socket.AF_INET6 if address.version == 6 else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 def proxy_url(port: int, token: str | None = None, host: str = DEFAULT_BIND_HOST) -> str:

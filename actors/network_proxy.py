@@ -163,8 +163,9 @@ class NetworkProxyActor(SupervisedActor):
             self._state.port = port
 
     def on_stop(self) -> None:
-        """Release questions still waiting for an answer; the scope closes the listener."""
+        """Deny questions still waiting, then close the listener and every connection before returning."""
         self.broker.deny_all()
+        self._close_task_scope()
 
     def port(self) -> int:
         """The proxy's port on 127.0.0.1."""
