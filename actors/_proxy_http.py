@@ -21,8 +21,11 @@ from dataclasses import dataclass
 
 import trio
 
+from actors._proxy_hosts import split_authority
+
 __all__ = [
     "HOP_BY_HOP",
+    "HTTP_DEFAULT_PORT",
     "MAX_HEAD_BYTES",
     "NO_BODY",
     "UNTIL_CLOSE",
@@ -33,6 +36,7 @@ __all__ = [
     "MessageHead",
     "StreamEnded",
     "error_response",
+    "parse_absolute_target",
     "parse_request_head",
     "parse_response_head",
     "relay_body",
@@ -47,6 +51,8 @@ MAX_HEAD_BYTES = 32 * 1024
 MAX_HEADERS = 128
 #: Largest chunk-size line (with extensions) or trailer line in a chunked body.
 MAX_CHUNK_LINE_BYTES = 4096
+#: Default port of an ``http://`` target without one.
+HTTP_DEFAULT_PORT = 80
 #: Bytes asked of a socket per read.
 READ_CHUNK_BYTES = 64 * 1024
 #: Headers meaningful for one connection only: never forwarded (RFC 9110 7.6.1), plus proxy credentials.
@@ -357,6 +363,21 @@ async def _relay_chunked(
         progress(len(line) + 2)
         if not line:
             return
+
+
+def parse_absolute_target(target: str) -> tuple[str, int, str]:
+    """Split an absolute ``http://`` request target into (host, port, origin-form path)."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() != "http":
+        raise MalformedMessage("a forward proxy request needs an absolute http:// target")
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if "#" in path:
+        raise MalformedMessage("fragments are not sent in requests")
+    host, port = split_authority(authority, HTTP_DEFAULT_PORT)
+    if not path.startswith("/"):
+        path = "/" + path
+    return host, port, path
 
 
 def render_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:

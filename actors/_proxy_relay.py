@@ -8,10 +8,11 @@ Contract:
   -> ``evaluate_addresses`` on EVERY answer -> dial a checked address with the injected connector (the
   connector gets an IP, never a name, so DNS rebinding cannot redirect it). A block answers 403 with
   ``x-proxy-error: <reason>`` and emits ``NetworkRequestBlocked``; nothing is dialled.
-- CONNECT answers 200 and relays bytes both ways (half-closes propagate) until both sides end or nothing
-  moves for ``idle_timeout_s``. Other methods need an absolute ``http://`` target; the request goes upstream
-  in origin form with the URI's host as ``Host``, hop-by-hop headers and ``Proxy-Authorization`` removed and
-  ``Connection: close``; the response is relayed as is (redirects are never followed).
+- CONNECT answers 200 and relays bytes both ways (``_proxy_tunnel``: splice(2) when it can; half-closes
+  propagate) until both sides end or nothing moves for ``idle_timeout_s``.
+- Other methods need an absolute ``http://`` target; the request goes upstream in origin form with the
+  URI's host as ``Host``, hop-by-hop headers and ``Proxy-Authorization`` removed and ``Connection: close``;
+  the response is relayed as is (redirects are never followed).
 - Every dialled (or attempted) upstream emits one ``NetworkConnectionAudit`` when it ends.
 - Failures after the policy passed answer 502 (504 on timeouts) with ``x-proxy-error`` set to the audit's
   error code, if no response byte was sent yet.
@@ -39,6 +40,7 @@ from actors._proxy_approvals import ApprovalGate, Decision, Emit
 from actors._proxy_hosts import InvalidHostError, IpAddress, format_host, parse_ip, split_authority
 from actors._proxy_http import (
     HOP_BY_HOP,
+    HTTP_DEFAULT_PORT,
     NO_BODY,
     BufferedReader,
     Framing,
@@ -46,6 +48,7 @@ from actors._proxy_http import (
     MessageHead,
     StreamEnded,
     error_response,
+    parse_absolute_target,
     parse_response_head,
     relay_body,
     render_head,
@@ -64,8 +67,6 @@ Connector = Callable[[str, int], Awaitable[trio.abc.HalfCloseableStream]]
 
 #: Idle deadlines move in steps of timeout / this (see ``_Idle``).
 IDLE_DEADLINE_STEPS = 16
-#: Default port of an ``http://`` target without one.
-HTTP_DEFAULT_PORT = 80
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -157,21 +158,6 @@ class _Idle:
         deadline = trio.current_time() + self.timeout_s
         if deadline - self.scope.deadline >= self._step:
             self.scope.deadline = deadline
-
-
-def parse_absolute_target(target: str) -> tuple[str, int, str]:
-    """Split an absolute ``http://`` request target into (host, port, origin-form path)."""
-    scheme, sep, rest = target.partition("://")
-    if not sep or scheme.lower() != "http":
-        raise MalformedMessage("a forward proxy request needs an absolute http:// target")
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, path = rest[:cut], rest[cut:]
-    if "#" in path:
-        raise MalformedMessage("fragments are not sent in requests")
-    host, port = split_authority(authority, HTTP_DEFAULT_PORT)
-    if not path.startswith("/"):
-        path = "/" + path
-    return host, port, path
 
 
 @dataclass
