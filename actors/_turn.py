@@ -17,6 +17,9 @@ Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are rea
 - A response without tool calls ends the turn: its text is emitted as ``AgentMessage(delta=False)``, then
   Stop hooks run; a block continues the turn once more with the reason as a user message
   (``stop_hook_active``), at most ``max_stop_continuations`` times. The result sums every response's usage.
+- A tool hook answering ``continue: false`` ends the turn once the current response's tools are done, with
+  its ``stopReason`` as the agent message (Claude Code's semantics); on a Stop hook it means "do stop".
+- A PreToolUse ``ask`` decision is treated as ``allow``: approvals are not wired into the turn yet.
 - Bounded: at most ``max_round_trips`` model requests per turn (``TurnLimitExceeded`` after that) and
   ``max_tool_output_bytes`` of each tool's output fed back.
 - Interrupt = cancellation of the task's scope: it propagates (tool processes are killed by their
@@ -160,6 +163,8 @@ class _Turn:
         self.hooks = ctx.services.get("hooks")
         self.input_tokens = 0
         self.output_tokens = 0
+        #: Set when a tool hook answered ``continue: false``: the turn ends after the current round trip.
+        self.halt_reason: str | None = None
 
     async def run(self) -> TaskResult:
         prompt = self.ctx.input
@@ -178,10 +183,18 @@ class _Turn:
         stop_continuations = 0
         for _ in range(self.settings.max_round_trips):
             text, calls = await self._round_trip(provider, router)
+            if self.halt_reason is not None:
+                self.ctx.emit(events_pb2.AgentMessage(text=self.halt_reason, delta=False))
+                return self._result(self.halt_reason)
             if calls:
                 continue
             final = await self._hook("Stop", {"stop_hook_active": stop_continuations > 0})
-            if final is not None and final.blocked and stop_continuations < self.settings.max_stop_continuations:
+            if (
+                final is not None
+                and final.decision == "block"
+                and final.continue_processing
+                and stop_continuations < self.settings.max_stop_continuations
+            ):
                 stop_continuations += 1
                 self.conversation.append(Message.user(final.reason or "Stop hook asked to continue"))
                 continue
@@ -276,6 +289,7 @@ class _Turn:
         arguments: Mapping[str, Any] = call.arguments
         pre = await self._hook("PreToolUse", {"tool_name": call.name, "tool_input": dict(arguments)})
         if pre is not None and pre.blocked:
+            self._note_halt(pre)
             output = ToolOutput(pre.reason or f"PreToolUse hook blocked {call.name}", is_error=True)
         else:
             if pre is not None and pre.updated_input is not None:
@@ -287,6 +301,7 @@ class _Turn:
                 {"tool_name": call.name, "tool_input": dict(arguments), "tool_response": output.text},
             )
             if post is not None:
+                self._note_halt(post)
                 notes = [note for note in (post.reason if post.blocked else None, post.additional_context) if note]
                 if notes:
                     heading = f"PostToolUse hook on {call.name} ({call.call_id}):"
@@ -296,6 +311,10 @@ class _Turn:
             call_id=call.call_id, name=call.name, output=output.text, is_error=output.is_error,
             duration_ms=int((time.monotonic() - started) * MS_PER_S),
         ))
+
+    def _note_halt(self, verdict: AggregateResult) -> None:
+        if not verdict.continue_processing and self.halt_reason is None:
+            self.halt_reason = verdict.stop_reason or verdict.reason or f"{verdict.event_name} hook stopped the turn"
 
     async def _hook(self, event_name: str, fields: Mapping[str, Any]) -> AggregateResult | None:
         """The hooks' ``AggregateResult`` (None without hooks); a broken runner is logged, never fatal."""

@@ -195,3 +195,42 @@ async def test_a_stop_hook_that_always_blocks_is_bounded(tmp_path: Path) -> None
     assert result.last_agent_message == "you said: not done yet"
     assert len(recorder.of(turn_pb2.TokenCount)) == 3  # the first answer and two continuations
     assert len([c for c in recorder.of(hooks_pb2.HookCompleted) if c.event_name == "Stop"]) == 3
+
+
+async def test_a_tool_hook_answering_continue_false_ends_the_turn_after_the_tools(tmp_path: Path) -> None:
+    recorder = Recorder()
+    script = write_script(tmp_path / "halt.sh", """#!/bin/bash
+cat > /dev/null
+echo '{"continue": false, "stopReason": "budget exhausted"}'
+""")
+    playbook = """
+[[plans.root.steps]]
+tool = "shell"
+for_each = ["one", "two"]
+arguments = { command = "echo {item}" }
+[[plans.root.steps]]
+text = "never reached"
+"""
+    hooks = hook_runner(tmp_path, "PostToolUse", str(script), recorder)
+    provider = create_provider("playbook", {"text": playbook})
+    state: dict[str, object] = {}
+    async with session_shell(tmp_path, recorder) as shell:
+        ctx = task_context(tmp_path, recorder, "go", {"provider": provider, "shell": shell, "hooks": hooks}, state)
+        with trio.fail_after(TURN_BOUND_S):
+            result = await make_turn_runner()(ctx)
+    assert result.last_agent_message == "budget exhausted"
+    assert len(recorder.of(turn_pb2.TokenCount)) == 1  # no second model request
+    assert len(recorder.of(turn_pb2.ToolCallEnd)) == 2  # both tools of the response finished
+    assert [m.content.splitlines()[-1] for m in tool_messages(state)] == ["one", "two"]
+
+
+async def test_a_stop_hook_answering_continue_false_does_not_continue(tmp_path: Path) -> None:
+    recorder = Recorder()
+    hooks = hook_runner(tmp_path, "Stop", """cat > /dev/null; echo '{"continue": false, "stopReason": "enough"}'""",
+                        recorder)
+    provider = create_provider("playbook", {"text": ECHO_INPUT_PLAYBOOK})
+    ctx = task_context(tmp_path, recorder, "hi", {"provider": provider, "hooks": hooks})
+    with trio.fail_after(TURN_BOUND_S):
+        result = await make_turn_runner()(ctx)
+    assert result.last_agent_message == "you said: hi"
+    assert len(recorder.of(turn_pb2.TokenCount)) == 1
