@@ -6,7 +6,8 @@ Contract:
 - Order: parse the target (400 on anything malformed) -> ``evaluate_request`` -> on an allowlist miss, the
   view's ``ApprovalGate`` -> resolve the name ONCE with the injected resolver (IP literals are not looked up)
   -> ``evaluate_addresses`` on EVERY answer -> dial a checked address with the injected connector (the
-  connector gets an IP, never a name, so DNS rebinding cannot redirect it). A block answers 403 with
+  connector gets an IP, never a name, so DNS rebinding cannot redirect it). The proxy's own port on a
+  loopback or unspecified address is always refused (no proxy loops). A block answers 403 with
   ``x-proxy-error: <reason>`` and emits ``NetworkRequestBlocked``; nothing is dialled.
 - CONNECT answers 200 and relays bytes both ways (``_proxy_tunnel``: splice(2) when it can; half-closes
   propagate) until both sides end or nothing moves for ``idle_timeout_s``.
@@ -185,10 +186,17 @@ class _Exchange:
 class RequestHandler:
     """Serves requests for every view of one proxy server (trio only)."""
 
-    def __init__(self, resolver: Resolver, connector: Connector, limits: RelayLimits) -> None:
+    def __init__(
+        self, resolver: Resolver, connector: Connector, limits: RelayLimits, own_port: Callable[[], int]
+    ) -> None:
         self._resolver = resolver
         self._connector = connector
         self._limits = limits
+        self._own_port = own_port
+
+    def _is_self(self, addresses: list[IpAddress], port: int) -> bool:
+        """True if dialling would reach this proxy itself (a loop), even where local binding is allowed."""
+        return port == self._own_port() and any(ip.is_loopback or ip.is_unspecified for ip in addresses)
 
     async def handle(
         self, view: ProxyView, head: MessageHead, client: BufferedReader, out: trio.abc.HalfCloseableStream
@@ -220,6 +228,8 @@ class RequestHandler:
         try:
             addresses = await self._resolve(ex.host)
             verdict = evaluate_addresses(policy, ex.host, ex.port, addresses)
+            if self._is_self(addresses, ex.port):
+                verdict = Verdict(Action.BLOCK, BlockReason.LOCAL_ADDRESS)
             if verdict.reason is not None and verdict.action is Action.BLOCK:
                 await self._block(ex, verdict.reason)
                 return False

@@ -168,6 +168,7 @@ class ProxyServer:
             resolver or system_resolve,
             connector or system_connect,
             RelayLimits(idle_timeout_s, connect_timeout_s, resolve_timeout_s),
+            own_port=lambda: self._port,
         )
         self._views: dict[str, ProxyView] = {}
         self._root = self.add_view(

@@ -202,3 +202,12 @@ async def test_dns_rebinding_cannot_redirect_to_the_sentinel(use_default_connect
         assert sentinel.accepted == 0
         assert recording.dials == [("127.0.0.1", up_port)]
         assert len(upstream.requests) == 1
+
+
+async def test_proxy_refuses_to_dial_itself_even_with_local_binding_allowed() -> None:
+    server, _, connector = make_proxy(NetworkPolicy(allowed_domains=("*",), allow_local_binding=True))
+    async with running(server) as port:
+        for target in (f"127.0.0.1:{port}", f"0.0.0.0:{port}", f"[::1]:{port}", f"127.0.0.2:{port}"):
+            looped = await raw_exchange(port, f"CONNECT {target} HTTP/1.1\r\n\r\n".encode())
+            assert looped.status == 403 and looped.headers["x-proxy-error"] == LOCAL, target
+    assert connector.dials == []
