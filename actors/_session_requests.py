@@ -81,6 +81,10 @@ def register(request_cls: type[Message], handler: Handler) -> None:
 def handle_feature_request(session: SessionSupervisor, type_url: str, data: bytes) -> Reply:
     """Parse and serve one feature request."""
     entry = REQUEST_TYPES.get(type_url)
+    if entry is None and type_url.startswith("supervisor.v1."):
+        import actors._agent_control  # noqa: F401 - registers the agent requests
+
+        entry = REQUEST_TYPES.get(type_url)
     if entry is None:
         raise ConfigError(f"unknown request type {type_url!r}")
     request_cls, handler = entry

@@ -130,6 +130,7 @@ class SessionService:
         return self.runtime.request_feature(req.session_id, env)
 
     Exec = ResolveApproval = GetNetworkProxy = ListHooks = _feature
+    SpawnAgent = SendAgentInput = WaitAgents = CloseAgent = ResumeAgent = ListAgents = _feature
 
     def _ask(self, session_id: str, env: envelope_pb2.Envelope, tp: str, ts: str) -> envelope_pb2.Envelope:
         env.trace.traceparent, env.trace.tracestate = tp, ts

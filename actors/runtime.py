@@ -114,6 +114,8 @@ class SessionRuntime:
             on_exit=self._forget, services=dict(self.options.services),
         )
         setup.services["live_session_ids"] = self.live_ids
+        setup.services["register_session"] = self._register
+        setup.services["forget_session"] = self._forget
         setup.services["loaded_config"] = loaded
         if mode in (session_pb2.START_MODE_RESUME, session_pb2.START_MODE_FORK):
             record = self.log.session(request.session_id) if request.session_id else None
@@ -139,6 +141,12 @@ class SessionRuntime:
         if self.options.extra_children is not None:
             setup.children.extend(self.options.extra_children(setup))
         return setup
+
+    def _register(self, session_id: str, ref: Any) -> None:
+        actor = ref._actor_weakref()  # the instance, for configured_seq and direct emit in tests
+        if actor is not None:
+            with self._lock:
+                self._live[session_id] = actor
 
     def _forget(self, session_id: str) -> None:
         with self._lock:

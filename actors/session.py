@@ -35,7 +35,7 @@ from actors._tasks import TaskContext, TaskResult, TaskRunner, builtin_runner
 from actors.errors import LimitExceeded
 from actors.supervision import ChildSpec, Supervisor, exc_text
 from actors.trio_host import TaskCancelled, TaskScope, get_host
-from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
+from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["SessionSetup", "SessionSupervisor", "event_for"]
 
@@ -57,6 +57,11 @@ def _event_fields() -> dict[str, str]:
             if f.message_type is not None:
                 _EVENT_FIELDS[f.message_type.full_name] = f.name
     return _EVENT_FIELDS
+
+
+def _is_delta(event: events_pb2.Event) -> bool:
+    kind = event.WhichOneof("msg")
+    return kind == "exec_output_delta" or (kind == "agent_message" and event.agent_message.delta)
 
 
 def event_for(msg: Message, *, task_id: str = "", agent_path: str = "", traceparent: str = "") -> events_pb2.Event:
@@ -90,6 +95,8 @@ class SessionSetup:
     agent_path: str = "/root"
     on_exit: Callable[[str], None] | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    #: A subagent's events are also relayed to its parent's log through this (the parent's ``relay``).
+    relay: Callable[[events_pb2.Event], None] | None = None
 
 
 @dataclass
@@ -122,6 +129,7 @@ class SessionSupervisor(Supervisor):
         self.configured_seq = 0
         self._created_ns = time.time_ns()
         self._proxy_state: Any = None
+        self._inherited_shell: Any = None
         self.proxy_env: dict[str, str] = {}
         #: Per-session state that tasks keep across turns (the conversation, a provider).
         self.task_state: dict[str, Any] = {}
@@ -134,7 +142,22 @@ class SessionSupervisor(Supervisor):
             if not self._configured:
                 self._held.append(event)
                 return
+        self._append(event)
+
+    def _append(self, event: events_pb2.Event) -> None:
         self._log.append(self.session_id, event)
+        if self.setup.relay is not None and not _is_delta(event):
+            self.setup.relay(event)
+
+    def relay(self, event: events_pb2.Event) -> None:
+        """Log a copy of a subagent's event in this session's stream (any thread), keeping its agent path."""
+        if not self._log.is_open(self.session_id):
+            return
+        copy = events_pb2.Event()
+        copy.CopyFrom(event)
+        self._log.append(self.session_id, copy)
+        if self.setup.relay is not None:
+            self.setup.relay(event)
 
     def on_child_event(self, event: str, child_id: str, **details: Any) -> None:
         """Turn supervision notices into session events (and child-start spans)."""
@@ -172,6 +195,8 @@ class SessionSupervisor(Supervisor):
     def on_start(self) -> None:
         """Create the record, start children in parallel, emit SessionConfigured first, commit."""
         setup = self.setup
+        if self.incarnation > 1:  # a supervised restart (a subagent) continues from its own log
+            setup.start_kind = "resume"
         resumed = setup.start_kind == "resume"
         self._log.create_session(
             self.session_id, self.configuration.SerializeToString(), forked_from=setup.forked_from,
@@ -186,8 +211,8 @@ class SessionSupervisor(Supervisor):
                 window_generation=setup.window_generation, start_kind=setup.start_kind,
                 history_items=history_items,
             )
-            first = self._log.append(self.session_id, event_for(configured, agent_path=setup.agent_path,
-                                                                traceparent=setup.start_traceparent))
+            first = event_for(configured, agent_path=setup.agent_path, traceparent=setup.start_traceparent)
+            self._append(first)
             self.configured_seq = first.seq
             with self._emit_lock:
                 self._configured = True
@@ -197,7 +222,7 @@ class SessionSupervisor(Supervisor):
             for warning in setup.warnings:
                 self.emit(events_pb2.Warning(message=warning))
             for event in held:
-                self._log.append(self.session_id, event)
+                self._append(event)
             self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
         except BaseException:
             self._log.discard_session(self.session_id, resumed=resumed)
@@ -222,7 +247,13 @@ class SessionSupervisor(Supervisor):
             proxy_env = proxy.proxy().env().get(timeout=CHILD_CALL_TIMEOUT_S)
         self.proxy_env = proxy_env
         phase2: list[ChildSpec] = []
-        if loaded is not None:
+        if inherit is not None:
+            from actors.subagent import InheritedShell
+
+            shell_program = loaded.table("shell").get("program") if loaded is not None else None
+            self._inherited_shell = InheritedShell(inherit.snapshot, emit=self.emit, cwd=self.configuration.cwd,
+                                                   extra_env=proxy_env, shell_program=shell_program)
+        elif loaded is not None:
             shell = kids.shell_spec(loaded, self.configuration, session_id=self.session_id, emit=self.emit,
                                     proxy_env=proxy_env, inherit=inherit,
                                     live_session_ids=setup.services.get("live_session_ids"))
@@ -252,12 +283,16 @@ class SessionSupervisor(Supervisor):
         """What a task may use: the session's children, looked up now (they may have restarted)."""
         services = dict(self.setup.services)
         services["proxy_env"] = dict(self.proxy_env)
-        shell = self._child_call("shell_snapshot", "shell")
+        shell = self._inherited_shell or self._child_call("shell_snapshot", "shell")
         if shell is not None:
             services["shell"] = shell
         hooks = self._child_call("hooks", "runner")
         if hooks is not None:
             services["hooks"] = hooks
+        from actors._agent_control import AgentTools, registry_for
+
+        services["agents"] = AgentTools(self.actor_ref, self.session_id, registry_for(self))
+        services.setdefault("agent_role", "root")
         return services
 
     def _set_approval_mode(self) -> None:
@@ -286,6 +321,7 @@ class SessionSupervisor(Supervisor):
             "get_session": SessionSupervisor._on_get_session,
             "task_done": SessionSupervisor._on_task_done,
             "opaque": SessionSupervisor._on_feature_request,
+            "event": SessionSupervisor._on_agent_event,
         }
 
     def _on_feature_request(self, env: envelope_pb2.Envelope) -> Any:
@@ -358,6 +394,7 @@ class SessionSupervisor(Supervisor):
         task.started = time.monotonic()
         task.scope = get_host().open_scope(f"task:{task.task_id}")
         self._set_approval_mode()
+        self._report_agent_status(agents_pb2.AGENT_STATUS_RUNNING, "")
         self.emit(events_pb2.TurnStarted(input=task.input), task_id=task.task_id, traceparent=task.traceparent)
         ctx = TaskContext(
             session_id=self.session_id, task_id=task.task_id, input=task.input,
@@ -365,7 +402,7 @@ class SessionSupervisor(Supervisor):
             emit=lambda msg: self.emit(msg, task_id=task.task_id), services=self.task_services(),
             history=self.setup.history, state=self.task_state,
         )
-        future = task.scope.submit(self.setup.task_runner, ctx, name=f"task:{task.task_id}")
+        future = task.scope.submit(self._run_task, ctx, name=f"task:{task.task_id}")
         me = self.actor_ref
 
         def done(fut: concurrent.futures.Future[TaskResult]) -> None:
@@ -389,6 +426,46 @@ class SessionSupervisor(Supervisor):
 
         future.add_done_callback(done)
 
+    async def _run_task(self, ctx: TaskContext) -> TaskResult:
+        """The task, then the ``on_parent_end`` policy for subagents it left running."""
+        from actors import _agent_control
+
+        result = await self.setup.task_runner(ctx)
+        agents = ctx.services.get("agents")
+        if agents is not None and _agent_control.on_parent_end(self) == "wait":
+            await agents.wait_children(_agent_control.PARENT_WAIT_S)
+        return result
+
+    def _report_agent_status(self, status: int, message: str) -> None:
+        """A subagent tells its tree's registry and its parent (the parent's wake-up notification)."""
+        if self.configuration.session_source.kind != config_pb2.SessionSource.KIND_SUBAGENT:
+            return
+        registry = self.setup.services.get("agent_registry")
+        changed = registry.set_status(self.session_id, status, message) if registry is not None else None
+        if changed is None or self.supervisor_ref is None:
+            return
+        note = events_pb2.Event()
+        note.agent_status_changed.agent.CopyFrom(changed[0])
+        note.agent_status_changed.previous = changed[1]  # type: ignore[assignment]
+        try:
+            self.supervisor_ref.tell(envelope_pb2.Envelope(sender=self.setup.agent_path, event=note))
+        except Exception:  # the parent is gone: nobody to notify
+            logger.debug("parent of %s is gone", self.session_id)
+
+    def _on_agent_event(self, env: envelope_pb2.Envelope) -> None:
+        """A subagent's status changed: log it (the notification); wake an idle parent if configured."""
+        if env.event.WhichOneof("msg") != "agent_status_changed":
+            return
+        change = env.event.agent_status_changed
+        self.emit(change)
+        from actors import _agent_control
+
+        final = change.agent.status in (agents_pb2.AGENT_STATUS_COMPLETED, agents_pb2.AGENT_STATUS_ERRORED)
+        if final and self._running is None and _agent_control.wake_parent_turn(self):
+            self._on_submit(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
+                session_id=self.session_id,
+                input=f"[subagent {change.agent.nickname} finished] {change.agent.last_message}")))
+
     def _abort_running(self, reason: str) -> None:
         task = self._running
         if task is None or task.scope is None:
@@ -411,10 +488,20 @@ class SessionSupervisor(Supervisor):
             self.emit(events_pb2.TurnAborted(reason=f"failed: {note.error}"), task_id=task.task_id)
         else:
             self.emit(events_pb2.TurnAborted(reason=note.outcome), task_id=task.task_id)
+        self._end_of_turn_for_agents(note)
         if self._queue:
             self._start_task(self._queue.popleft())
         else:
             self._set_approval_mode()
+
+    def _end_of_turn_for_agents(self, note: envelope_pb2.TaskDone) -> None:
+        from actors import _agent_control
+
+        completed = note.outcome == "completed"
+        if not completed or _agent_control.on_parent_end(self) == "cancel":
+            _agent_control.close_all(self)  # an aborted turn takes its subagents with it
+        status = agents_pb2.AGENT_STATUS_COMPLETED if completed else agents_pb2.AGENT_STATUS_ERRORED
+        self._report_agent_status(status, note.last_agent_message or note.error or note.outcome)
 
     # --- stopping -------------------------------------------------------------------------------------
     def _stop(self) -> None:

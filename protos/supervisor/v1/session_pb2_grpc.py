@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from protos.supervisor.v1 import agents_pb2 as protos_dot_supervisor_dot_v1_dot_agents__pb2
 from protos.supervisor.v1 import events_pb2 as protos_dot_supervisor_dot_v1_dot_events__pb2
 from protos.supervisor.v1 import hooks_pb2 as protos_dot_supervisor_dot_v1_dot_hooks__pb2
 from protos.supervisor.v1 import network_pb2 as protos_dot_supervisor_dot_v1_dot_network__pb2
@@ -102,6 +103,36 @@ class SessionServiceStub:
                 request_serializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.FromString,
                 _registered_method=True)
+        self.SpawnAgent = channel.unary_unary(
+                '/supervisor.v1.SessionService/SpawnAgent',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentResponse.FromString,
+                _registered_method=True)
+        self.SendAgentInput = channel.unary_unary(
+                '/supervisor.v1.SessionService/SendAgentInput',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputResponse.FromString,
+                _registered_method=True)
+        self.WaitAgents = channel.unary_unary(
+                '/supervisor.v1.SessionService/WaitAgents',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsResponse.FromString,
+                _registered_method=True)
+        self.CloseAgent = channel.unary_unary(
+                '/supervisor.v1.SessionService/CloseAgent',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentResponse.FromString,
+                _registered_method=True)
+        self.ResumeAgent = channel.unary_unary(
+                '/supervisor.v1.SessionService/ResumeAgent',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentResponse.FromString,
+                _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/supervisor.v1.SessionService/ListAgents',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -194,6 +225,48 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SpawnAgent(self, request, context):
+        """Spawn a subagent of the session (what the model's spawn_agent tool does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendAgentInput(self, request, context):
+        """Send input to a subagent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitAgents(self, request, context):
+        """Wait for the first of some subagents to finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseAgent(self, request, context):
+        """Close a subagent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeAgent(self, request, context):
+        """Resume a closed subagent from its log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """List the session's subagents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +329,36 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListHooks,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.SerializeToString,
+            ),
+            'SpawnAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SpawnAgent,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentResponse.SerializeToString,
+            ),
+            'SendAgentInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendAgentInput,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputResponse.SerializeToString,
+            ),
+            'WaitAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitAgents,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsResponse.SerializeToString,
+            ),
+            'CloseAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseAgent,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentResponse.SerializeToString,
+            ),
+            'ResumeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeAgent,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +688,168 @@ class SessionService:
             '/supervisor.v1.SessionService/ListHooks',
             protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_hooks__pb2.ListHooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SpawnAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/SpawnAgent',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.SpawnAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendAgentInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/SendAgentInput',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.SendAgentInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/WaitAgents',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.WaitAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/CloseAgent',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.CloseAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ResumeAgent',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.ResumeAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ListAgents',
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ The public API: start, drive, watch and stop sessions."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from protos.supervisor.v1 import agents_pb2 as _agents_pb2
 from protos.supervisor.v1 import events_pb2 as _events_pb2
 from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
 from protos.supervisor.v1 import network_pb2 as _network_pb2
@@ -65,6 +66,18 @@ class SessionServiceStub:
     """Describe the session's network proxy (port and the environment that routes a process through it)."""
     ListHooks: _grpc.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]
     """List the session's lifecycle hooks and the warnings from loading them."""
+    SpawnAgent: _grpc.UnaryUnaryMultiCallable[_agents_pb2.SpawnAgentRequest, _agents_pb2.SpawnAgentResponse]
+    """Spawn a subagent of the session (what the model's spawn_agent tool does)."""
+    SendAgentInput: _grpc.UnaryUnaryMultiCallable[_agents_pb2.SendAgentInputRequest, _agents_pb2.SendAgentInputResponse]
+    """Send input to a subagent."""
+    WaitAgents: _grpc.UnaryUnaryMultiCallable[_agents_pb2.WaitAgentsRequest, _agents_pb2.WaitAgentsResponse]
+    """Wait for the first of some subagents to finish."""
+    CloseAgent: _grpc.UnaryUnaryMultiCallable[_agents_pb2.CloseAgentRequest, _agents_pb2.CloseAgentResponse]
+    """Close a subagent."""
+    ResumeAgent: _grpc.UnaryUnaryMultiCallable[_agents_pb2.ResumeAgentRequest, _agents_pb2.ResumeAgentResponse]
+    """Resume a closed subagent from its log."""
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]
+    """List the session's subagents."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -98,6 +111,18 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Describe the session's network proxy (port and the environment that routes a process through it)."""
     ListHooks: _aio.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]  # type: ignore[assignment]
     """List the session's lifecycle hooks and the warnings from loading them."""
+    SpawnAgent: _aio.UnaryUnaryMultiCallable[_agents_pb2.SpawnAgentRequest, _agents_pb2.SpawnAgentResponse]  # type: ignore[assignment]
+    """Spawn a subagent of the session (what the model's spawn_agent tool does)."""
+    SendAgentInput: _aio.UnaryUnaryMultiCallable[_agents_pb2.SendAgentInputRequest, _agents_pb2.SendAgentInputResponse]  # type: ignore[assignment]
+    """Send input to a subagent."""
+    WaitAgents: _aio.UnaryUnaryMultiCallable[_agents_pb2.WaitAgentsRequest, _agents_pb2.WaitAgentsResponse]  # type: ignore[assignment]
+    """Wait for the first of some subagents to finish."""
+    CloseAgent: _aio.UnaryUnaryMultiCallable[_agents_pb2.CloseAgentRequest, _agents_pb2.CloseAgentResponse]  # type: ignore[assignment]
+    """Close a subagent."""
+    ResumeAgent: _aio.UnaryUnaryMultiCallable[_agents_pb2.ResumeAgentRequest, _agents_pb2.ResumeAgentResponse]  # type: ignore[assignment]
+    """Resume a closed subagent from its log."""
+    ListAgents: _aio.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """List the session's subagents."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
@@ -200,5 +225,53 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hooks_pb2.ListHooksResponse, _abc.Awaitable[_hooks_pb2.ListHooksResponse]]:
         """List the session's lifecycle hooks and the warnings from loading them."""
+
+    @_abc_1.abstractmethod
+    def SpawnAgent(
+        self,
+        request: _agents_pb2.SpawnAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.SpawnAgentResponse, _abc.Awaitable[_agents_pb2.SpawnAgentResponse]]:
+        """Spawn a subagent of the session (what the model's spawn_agent tool does)."""
+
+    @_abc_1.abstractmethod
+    def SendAgentInput(
+        self,
+        request: _agents_pb2.SendAgentInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.SendAgentInputResponse, _abc.Awaitable[_agents_pb2.SendAgentInputResponse]]:
+        """Send input to a subagent."""
+
+    @_abc_1.abstractmethod
+    def WaitAgents(
+        self,
+        request: _agents_pb2.WaitAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.WaitAgentsResponse, _abc.Awaitable[_agents_pb2.WaitAgentsResponse]]:
+        """Wait for the first of some subagents to finish."""
+
+    @_abc_1.abstractmethod
+    def CloseAgent(
+        self,
+        request: _agents_pb2.CloseAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.CloseAgentResponse, _abc.Awaitable[_agents_pb2.CloseAgentResponse]]:
+        """Close a subagent."""
+
+    @_abc_1.abstractmethod
+    def ResumeAgent(
+        self,
+        request: _agents_pb2.ResumeAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.ResumeAgentResponse, _abc.Awaitable[_agents_pb2.ResumeAgentResponse]]:
+        """Resume a closed subagent from its log."""
+
+    @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _agents_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agents_pb2.ListAgentsResponse, _abc.Awaitable[_agents_pb2.ListAgentsResponse]]:
+        """List the session's subagents."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

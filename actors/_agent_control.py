@@ -1,0 +1,347 @@
+"""Agent control: spawn, input, wait, close and resume subagents of a session.
+
+The operations run in the parent session's actor thread (they change its supervised children) and are reached
+two ways: as feature requests over gRPC (an outside orchestrator drives a tree without a model), and from the
+turn loop's agent tools (``AgentTools``), which send the same requests from the trio loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors import _session_requests, _tracing
+from actors.errors import SessionStateError, UnknownSession
+from actors.subagent import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_THREADS,
+    AgentRegistry,
+    agent_type_settings,
+)
+from actors.supervision import ChildSpec, Restart
+from actors.trio_host import get_host
+from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, session_pb2
+
+if TYPE_CHECKING:
+    from actors.session import SessionSupervisor
+
+__all__ = ["AgentTools", "registry_for"]
+
+#: How long a spawn waits for the parent's shell snapshot to exist before the child runs without one.
+SNAPSHOT_WAIT_S = 15.0
+ON_PARENT_END = ("wait", "cancel", "detach")
+#: Longest a parent's turn waits for its children under the wait policy.
+PARENT_WAIT_S = 3600.0
+
+
+def registry_for(session: SessionSupervisor) -> AgentRegistry:
+    """The tree's registry (created by the root from `[agents]`, shared by descendants)."""
+    registry: AgentRegistry | None = session.setup.services.get("agent_registry")
+    if registry is None:
+        agents = _agents_table(session)
+        registry = AgentRegistry(max_threads=int(agents.get("max_threads", DEFAULT_MAX_THREADS)),
+                                 max_depth=int(agents.get("max_depth", DEFAULT_MAX_DEPTH)))
+        session.setup.services["agent_registry"] = registry
+    return registry
+
+
+def _agents_table(session: SessionSupervisor) -> dict[str, Any]:
+    loaded = session.setup.services.get("loaded_config")
+    return loaded.table("agents") if loaded is not None else {}
+
+
+def on_parent_end(session: SessionSupervisor) -> str:
+    """What happens to running children when the parent's turn ends: wait (default), cancel or detach."""
+    policy = str(_agents_table(session).get("on_parent_end", "wait"))
+    return policy if policy in ON_PARENT_END else "wait"
+
+
+def wake_parent_turn(session: SessionSupervisor) -> bool:
+    """Whether a finished child starts a turn of its idle parent (the notification event is always logged)."""
+    return bool(_agents_table(session).get("wake_parent_turn", False))
+
+
+def _parent_snapshot(session: SessionSupervisor) -> Any:
+    inherit = session.setup.services.get("inherit")
+    if inherit is not None and inherit.snapshot is not None:
+        return inherit.snapshot
+    ref = session.child_ref("shell_snapshot")
+    if ref is None:
+        return None
+    future: concurrent.futures.Future[Any] = ref.proxy().snapshot().get(timeout=SNAPSHOT_WAIT_S)
+    try:
+        return future.result(SNAPSHOT_WAIT_S)
+    except (concurrent.futures.TimeoutError, Exception):
+        return None
+
+
+def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> agents_pb2.SpawnAgentResponse:
+    """Start a subagent as a supervised child of ``session`` and give it its first task."""
+    from actors._session_children import Inheritance
+    from actors.session import SessionSetup
+
+    registry = registry_for(session)
+    source = session.configuration.session_source
+    depth = source.depth + 1
+    registry.reserve(depth)  # LimitExceeded leaves the count unchanged
+    try:
+        loaded = session.setup.services.get("loaded_config")
+        settings = agent_type_settings(loaded.table("agent_types") if loaded else {}, request.agent_type)
+        nickname = registry.nickname()
+        agent_id = uuid.uuid4().hex
+        agent_path = f"{session.setup.agent_path.rstrip('/')}/{nickname}"
+        configuration = config_pb2.SessionConfiguration()
+        configuration.CopyFrom(session.configuration)
+        configuration.session_source.CopyFrom(config_pb2.SessionSource(
+            kind=config_pb2.SessionSource.KIND_SUBAGENT, parent_session_id=session.session_id, depth=depth,
+            nickname=nickname, role=request.agent_type or str(settings.get("role", "")), agent_path=agent_path))
+        model = request.model or str(settings.get("model", ""))
+        if model:
+            configuration.collaboration_mode.model = model
+        if settings.get("instructions"):
+            configuration.developer_instructions = str(settings["instructions"])
+        snapshot = _parent_snapshot(session)
+        services = dict(session.setup.services)
+        services.pop("shell", None)
+        services["agent_role"] = configuration.session_source.role or "worker"
+        services["agent_nickname"] = nickname
+        parent_services = session.task_services()
+        for key in ("hooks", "mcp"):
+            if key in parent_services:
+                services[key] = parent_services[key]
+        services["inherit"] = Inheritance(snapshot=snapshot, proxy_env=dict(session.proxy_env))
+        services["agent_registry"] = registry
+        history = list(session.setup.history) if request.fork_context else []
+        with _tracing.span("agent.spawn", request.traceparent, new_root_if_untraced=False,
+                           attributes={"agent.nickname": nickname, "agent.depth": depth}) as spawn_tp:
+            setup = SessionSetup(
+                session_id=agent_id, start_kind="new", configuration=configuration,
+                constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
+                start_traceparent=spawn_tp, agent_path=agent_path, services=services, history=history,
+                on_exit=session.setup.services.get("forget_session"), relay=session.relay,
+            )
+            restart = Restart.TRANSIENT if settings.get("restart", "") == "transient" else Restart.TEMPORARY
+            session.start_child(ChildSpec(agent_id, type(session), {"setup": setup}, restart=restart,
+                                          kind="subagent"))
+        register = session.setup.services.get("register_session")
+        child_ref = session.child_ref(agent_id)
+        assert child_ref is not None
+        if register is not None:
+            register(agent_id, child_ref)
+    except BaseException:
+        registry.unreserve()
+        raise
+    info = agents_pb2.AgentInfo(agent_id=agent_id, nickname=nickname, role=configuration.session_source.role,
+                                agent_path=agent_path, depth=depth, status=agents_pb2.AGENT_STATUS_PENDING_INIT)
+    registry.add(info, session.session_id)
+    session.emit(agents_pb2.AgentSpawned(agent=info))
+    if request.message:
+        child_ref.tell(envelope_pb2.Envelope(
+            sender=session.setup.agent_path, trace=envelope_pb2.TraceContext(traceparent=spawn_tp),
+            submit=session_pb2.SubmitRequest(session_id=agent_id, input=request.message)))
+    return agents_pb2.SpawnAgentResponse(agent_id=agent_id, nickname=nickname)
+
+
+def _child(session: SessionSupervisor, agent_id: str) -> Any:
+    registry = registry_for(session)
+    record = registry.get(agent_id)
+    if record.parent_id != session.session_id:
+        raise UnknownSession(f"{agent_id} is not a subagent of {session.session_id}")
+    return record
+
+
+def send_input(session: SessionSupervisor, request: agents_pb2.SendAgentInputRequest) -> Any:
+    """Give a subagent another task (re-reserving its slot if it had finished)."""
+    _child(session, request.agent_id)
+    ref = session.child_ref(request.agent_id)
+    if ref is None:
+        raise SessionStateError(f"subagent {request.agent_id} is closed; resume it first")
+    registry_for(session).try_reactivate(request.agent_id)
+    reply: envelope_pb2.Envelope = ref.ask(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
+        session_id=request.agent_id, input=request.message, interrupt=request.interrupt)), timeout=10)
+    return agents_pb2.SendAgentInputResponse(task_id=reply.submit_reply.task_id)
+
+
+def wait(session: SessionSupervisor, request: agents_pb2.WaitAgentsRequest) -> concurrent.futures.Future[Any]:
+    """A future of the first agents to finish (the parent's mailbox is not held while waiting)."""
+    registry = registry_for(session)
+    ids = list(request.agent_ids) or [r.info.agent_id for r in registry.children_of(session.session_id)]
+    for agent_id in ids:
+        _child(session, agent_id)
+    timeout_s = (request.timeout_ms or 30_000) / 1000
+
+    async def waiting() -> agents_pb2.WaitAgentsResponse:
+        finished, timed_out = await registry.wait(ids, timeout_s)
+        return agents_pb2.WaitAgentsResponse(finished=finished, timed_out=timed_out)
+
+    return get_host().submit(waiting)
+
+
+def close(session: SessionSupervisor, request: agents_pb2.CloseAgentRequest) -> agents_pb2.CloseAgentResponse:
+    """Stop a subagent's session (and its own subagents); its slot is freed at once."""
+    record = _child(session, request.agent_id)
+    previous = record.info.status
+    session.stop_children([request.agent_id])
+    changed = registry_for(session).set_status(request.agent_id, agents_pb2.AGENT_STATUS_CLOSED)
+    if changed is not None:
+        session.emit(agents_pb2.AgentStatusChanged(agent=changed[0], previous=changed[1]))  # type: ignore[arg-type]
+    return agents_pb2.CloseAgentResponse(previous=previous)  # type: ignore[arg-type]
+
+
+def close_all(session: SessionSupervisor) -> None:
+    """Close every live subagent of the session (the cancel policy, or the parent's interrupt)."""
+    for record in registry_for(session).children_of(session.session_id):
+        if record.info.status != agents_pb2.AGENT_STATUS_CLOSED:
+            close(session, agents_pb2.CloseAgentRequest(agent_id=record.info.agent_id))
+
+
+def list_agents(session: SessionSupervisor, request: agents_pb2.ListAgentsRequest) -> agents_pb2.ListAgentsResponse:
+    """Every agent below the session."""
+    return agents_pb2.ListAgentsResponse(agents=[r.info for r in registry_for(session).descendants_of(
+        session.session_id)])
+
+
+def resume(session: SessionSupervisor, request: agents_pb2.ResumeAgentRequest) -> agents_pb2.ResumeAgentResponse:
+    """Start a closed subagent again from its log, under the same id."""
+    from actors.session import SessionSetup
+
+    record = _child(session, request.agent_id)
+    if session.child_ref(request.agent_id) is not None:
+        raise SessionStateError(f"subagent {request.agent_id} is running")
+    registry = registry_for(session)
+    registry.try_reactivate(request.agent_id)
+    logged = session.setup.log.session(request.agent_id)
+    if logged is None:
+        raise UnknownSession(f"subagent {request.agent_id} is not in the log")
+    configuration = config_pb2.SessionConfiguration.FromString(logged.config)
+    kinds = ("turn_started", "agent_message", "turn_completed", "compacted")
+    services = dict(session.setup.services)
+    setup = SessionSetup(
+        session_id=request.agent_id, start_kind="resume", configuration=configuration,
+        constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
+        agent_path=record.info.agent_path, services=services, relay=session.relay,
+        history=session.setup.log.read_kinds(request.agent_id, kinds),
+        on_exit=session.setup.services.get("forget_session"),
+    )
+    services["agent_nickname"] = record.info.nickname
+    session.start_child(ChildSpec(request.agent_id, type(session), {"setup": setup}, restart=Restart.TEMPORARY,
+                                  kind="subagent"))
+    register = services.get("register_session")
+    ref = session.child_ref(request.agent_id)
+    if register is not None and ref is not None:
+        register(request.agent_id, ref)
+    changed = registry.set_status(request.agent_id, agents_pb2.AGENT_STATUS_COMPLETED)
+    info = changed[0] if changed else record.info
+    return agents_pb2.ResumeAgentResponse(agent=info)
+
+
+for _cls, _handler in (
+    (agents_pb2.SpawnAgentRequest, spawn),
+    (agents_pb2.SendAgentInputRequest, send_input),
+    (agents_pb2.WaitAgentsRequest, wait),
+    (agents_pb2.CloseAgentRequest, close),
+    (agents_pb2.ResumeAgentRequest, resume),
+    (agents_pb2.ListAgentsRequest, list_agents),
+):
+    _session_requests.register(_cls, _handler)
+
+
+class AgentTools:
+    """The model's agent tools for one session, called by the turn loop on the trio loop."""
+
+    def __init__(self, session_ref: Any, session_id: str, registry: AgentRegistry) -> None:
+        self._ref = session_ref
+        self._session_id = session_id
+        self._registry = registry
+
+    def specs(self) -> list[Any]:
+        """Tool specs in the provider interface's form."""
+        from actors.providers.base import ToolSpec
+
+        def obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+            return {"type": "object", "properties": props, "required": required}
+
+        text = {"type": "string"}
+        return [
+            ToolSpec("spawn_agent", "Start a subagent with a task; returns its agent_id and nickname.",
+                     obj({"message": text, "agent_type": text, "model": text, "fork_context": {"type": "boolean"}},
+                         ["message"])),
+            ToolSpec("send_input", "Send more input to a subagent.",
+                     obj({"agent_id": text, "message": text, "interrupt": {"type": "boolean"}},
+                         ["agent_id", "message"])),
+            ToolSpec("wait", "Wait until one of the subagents finishes (or the timeout).",
+                     obj({"agent_ids": {"type": "array", "items": text}, "timeout_ms": {"type": "integer"}}, [])),
+            ToolSpec("close_agent", "Close a subagent; returns its previous status.", obj({"agent_id": text},
+                                                                                          ["agent_id"])),
+            ToolSpec("resume_agent", "Resume a closed subagent from its log.", obj({"agent_id": text}, ["agent_id"])),
+        ]
+
+    async def _request(self, message: Any, timeout: float = 60.0) -> Any:
+        envelope = envelope_pb2.Envelope(opaque=envelope_pb2.Opaque(type_url=message.DESCRIPTOR.full_name,
+                                                                    data=message.SerializeToString()))
+        reply = await trio.to_thread.run_sync(lambda: self._ref.ask(envelope, timeout=timeout))
+        if isinstance(reply, concurrent.futures.Future):
+            return await trio.to_thread.run_sync(reply.result, abandon_on_cancel=True)
+        return reply
+
+    @staticmethod
+    def _info(info: agents_pb2.AgentInfo) -> dict[str, Any]:
+        return {"agent_id": info.agent_id, "nickname": info.nickname,
+                "status": agents_pb2.AgentStatus.Name(info.status).removeprefix("AGENT_STATUS_").lower(),
+                "message": info.last_message, "duration_ms": info.duration_ms}
+
+    async def spawn_agent(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """spawn_agent{message, agent_type?, model?, fork_context?} -> {agent_id, nickname}."""
+        reply = await self._request(agents_pb2.SpawnAgentRequest(
+            session_id=self._session_id, message=str(args.get("message", "")),
+            agent_type=str(args.get("agent_type", "") or ""), model=str(args.get("model", "") or ""),
+            fork_context=bool(args.get("fork_context", False)), traceparent=getattr(ctx, "traceparent", "")))
+        return {"agent_id": reply.agent_id, "nickname": reply.nickname}
+
+    async def send_input(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """send_input{agent_id, message, interrupt?}."""
+        reply = await self._request(agents_pb2.SendAgentInputRequest(
+            session_id=self._session_id, agent_id=str(args["agent_id"]), message=str(args.get("message", "")),
+            interrupt=bool(args.get("interrupt", False))))
+        return {"task_id": reply.task_id}
+
+    async def wait(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """wait{agent_ids, timeout_ms} -> the first to finish plus any already final, or timed_out."""
+        ids = args.get("agent_ids") or []
+        if isinstance(ids, str):
+            ids = json.loads(ids) if ids.startswith("[") else [ids]
+        timeout_s = float(args.get("timeout_ms", 30_000)) / 1000
+        for agent_id in ids:
+            self._registry.get(str(agent_id))
+        if not ids:
+            ids = [r.info.agent_id for r in self._registry.children_of(self._session_id)]
+        finished, timed_out = await self._registry.wait([str(i) for i in ids], timeout_s)
+        return {"finished": [self._info(i) for i in finished], "timed_out": timed_out}
+
+    async def close_agent(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """close_agent{agent_id} -> previous status."""
+        reply = await self._request(agents_pb2.CloseAgentRequest(session_id=self._session_id,
+                                                                 agent_id=str(args["agent_id"])))
+        return {"previous_status": agents_pb2.AgentStatus.Name(reply.previous).removeprefix("AGENT_STATUS_").lower()}
+
+    async def resume_agent(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        """resume_agent{agent_id}."""
+        reply = await self._request(agents_pb2.ResumeAgentRequest(session_id=self._session_id,
+                                                                  agent_id=str(args["agent_id"])))
+        return self._info(reply.agent)
+
+    async def wait_children(self, timeout_s: float) -> None:
+        """The wait policy: hold the parent's turn until its running children are final."""
+        ids = [r.info.agent_id for r in self._registry.children_of(self._session_id)]
+        with trio.move_on_after(timeout_s):
+            while True:
+                pending = [i for i in ids if self._registry.get(i).info.status not in
+                           (agents_pb2.AGENT_STATUS_COMPLETED, agents_pb2.AGENT_STATUS_ERRORED,
+                            agents_pb2.AGENT_STATUS_CLOSED)]
+                if not pending:
+                    return
+                await self._registry.wait(pending[:1], timeout_s)
