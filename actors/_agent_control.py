@@ -161,8 +161,9 @@ def send_input(session: SessionSupervisor, request: agents_pb2.SendAgentInputReq
     if ref is None:
         raise SessionStateError(f"subagent {request.agent_id} is closed; resume it first")
     registry_for(session).try_reactivate(request.agent_id)
-    reply: envelope_pb2.Envelope = ref.ask(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
+    reply = ref.ask(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
         session_id=request.agent_id, input=request.message, interrupt=request.interrupt)), timeout=10)
+    assert isinstance(reply, envelope_pb2.Envelope)
     return agents_pb2.SendAgentInputResponse(task_id=reply.submit_reply.task_id)
 
 
