@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from protos.supervisor.v1 import config_pb2, events_pb2
 
-__all__ = ["TaskContext", "TaskResult", "TaskRunner", "builtin_runner"]
+__all__ = ["TaskContext", "TaskResult", "TaskRunner", "builtin_runner", "default_runner"]
 
 
 @dataclass
@@ -47,6 +47,19 @@ TaskRunner = Callable[[TaskContext], Awaitable[TaskResult]]
 
 #: Longest pause the built-in runner's ``sleep N`` accepts.
 BUILTIN_MAX_SLEEP_S = 3600.0
+
+
+async def default_runner(ctx: TaskContext) -> TaskResult:
+    """The turn loop (model + tools), or the model-free ``builtin_runner`` when the provider is "builtin"."""
+    if ctx.configuration.provider == "builtin":
+        return await builtin_runner(ctx)
+    runner = ctx.state.get("_turn_runner")
+    if runner is None:
+        from actors._turn import make_turn_runner
+
+        runner = ctx.state["_turn_runner"] = make_turn_runner()
+    result: TaskResult = await runner(ctx)
+    return result
 
 
 async def builtin_runner(ctx: TaskContext) -> TaskResult:

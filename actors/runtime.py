@@ -22,7 +22,7 @@ import pykka
 from actors import _tracing
 from actors._config_load import load_config
 from actors._eventlog import RUNNING, EventLog
-from actors._tasks import TaskRunner, builtin_runner
+from actors._tasks import TaskRunner, default_runner
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
 from actors.session import SessionSetup, SessionSupervisor
 from actors.supervision import ChildSpec, exc_text, start_actor
@@ -50,10 +50,18 @@ class RuntimeOptions:
 
     home: Path
     managed_dir: Path | None = None
-    task_runner: TaskRunner = builtin_runner
+    task_runner: TaskRunner = default_runner
     #: Extra children for every session (tests use it to add slow or crashing children).
     extra_children: Callable[[SessionSetup], list[ChildSpec]] | None = None
     services: dict[str, Any] = field(default_factory=dict)
+
+
+def _provider_options(loaded: Any, provider: str) -> dict[str, Any]:
+    """Options for the model provider: `[model_providers.NAME]`, plus `playbook = PATH` for the playbook."""
+    options = dict(loaded.table("model_providers").get(provider, {}))
+    if provider == "playbook" and loaded.values.get("playbook") and "path" not in options:
+        options["path"] = str(loaded.values["playbook"])
+    return options
 
 
 class SessionRuntime:
@@ -114,6 +122,7 @@ class SessionRuntime:
             on_exit=self._forget, services=dict(self.options.services),
         )
         setup.services["live_session_ids"] = self.live_ids
+        setup.services["provider_options"] = _provider_options(loaded, configuration.provider)
         setup.services["register_session"] = self._register
         setup.services["forget_session"] = self._forget
         setup.services["loaded_config"] = loaded

@@ -529,6 +529,13 @@ class SessionSupervisor(Supervisor):
         if self._finished:
             return
         self._finished = True
+        if "provider" in self.task_state:
+            from actors._turn import close_turn_state
+
+            try:
+                get_host().call(close_turn_state, self.task_state, timeout=TASK_CANCEL_TIMEOUT_S)
+            except Exception:  # a provider that fails to close must not keep the session alive
+                logger.warning("closing the model provider of %s failed", self.session_id, exc_info=True)
         if self._committed:
             with self._emit_lock:
                 self._configured = True

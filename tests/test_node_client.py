@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from actors._tasks import builtin_runner
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 
@@ -21,7 +22,8 @@ NODE_TIMEOUT_S = 30
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[int]:
-    runtime = SessionRuntime(RuntimeOptions(home=tmp_path / "home", managed_dir=tmp_path / "etc"))
+    runtime = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "home", managed_dir=tmp_path / "etc"))
     gateway = serve(runtime, "127.0.0.1:0")
     try:
         yield gateway.port

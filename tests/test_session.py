@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actors._tasks import builtin_runner
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.session import SessionSetup
@@ -34,7 +35,8 @@ class SlowChild(SupervisedActor):
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[SessionRuntime]:
-    rt = SessionRuntime(RuntimeOptions(home=tmp_path / "home", managed_dir=tmp_path / "etc"))
+    rt = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "home", managed_dir=tmp_path / "etc"))
     yield rt
     rt.shutdown()
 
@@ -106,7 +108,8 @@ def test_children_start_in_parallel_and_before_configured_events(tmp_path: Path)
     def four_slow(_: SessionSetup) -> list[ChildSpec]:
         return [ChildSpec(f"slow{i}", SlowChild, {"delay": 1.0}, kind="test") for i in range(4)]
 
-    rt = SessionRuntime(RuntimeOptions(home=tmp_path / "h", managed_dir=tmp_path / "etc", extra_children=four_slow))
+    rt = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "h", managed_dir=tmp_path / "etc", extra_children=four_slow))
     try:
         t0 = time.monotonic()
         sid = rt.start_session(session_pb2.StartSessionRequest(cwd=str(tmp_path))).session_id
@@ -131,7 +134,8 @@ def test_failed_start_leaves_no_session(tmp_path: Path) -> None:
     def failing(_: SessionSetup) -> list[ChildSpec]:
         return [ChildSpec("ok", SlowChild, {"delay": 0}), ChildSpec("bad", SlowChild, {"delay": 0, "fail": True})]
 
-    rt = SessionRuntime(RuntimeOptions(home=tmp_path / "h", managed_dir=tmp_path / "etc", extra_children=failing))
+    rt = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "h", managed_dir=tmp_path / "etc", extra_children=failing))
     try:
         with pytest.raises(StartupFailed, match="child refused to start"):
             rt.start_session(session_pb2.StartSessionRequest(cwd=str(tmp_path)))

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from actors._tasks import builtin_runner
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import hooks_pb2, network_pb2, session_pb2, session_pb2_grpc, shell_pb2
@@ -49,7 +50,7 @@ def upstream() -> Iterator[int]:
 def stack(tmp_path: Path) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub, SessionRuntime, Path]]:
     home = tmp_path / "home"
     home.mkdir()
-    runtime = SessionRuntime(RuntimeOptions(home=home, managed_dir=tmp_path / "etc"))
+    runtime = SessionRuntime(RuntimeOptions(task_runner=builtin_runner, home=home, managed_dir=tmp_path / "etc"))
     server = serve(runtime, "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry import trace
 
 from actors import _tracing
+from actors._tasks import builtin_runner
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
@@ -22,7 +23,8 @@ WAIT_S = 20.0
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub, SessionRuntime, Path]]:
-    runtime = SessionRuntime(RuntimeOptions(home=tmp_path / "home", managed_dir=tmp_path / "etc"))
+    runtime = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "home", managed_dir=tmp_path / "etc"))
     server = serve(runtime, "127.0.0.1:0")
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:

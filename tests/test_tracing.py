@@ -9,6 +9,7 @@ import grpc
 from opentelemetry import trace
 
 from actors import _tracing
+from actors._tasks import builtin_runner
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.session import SessionSetup
@@ -30,7 +31,8 @@ def test_client_span_rpc_session_start_and_child_start_share_one_trace(tmp_path:
     def children(_: SessionSetup) -> list[ChildSpec]:
         return [ChildSpec("helper", QuickChild, kind="test")]
 
-    runtime = SessionRuntime(RuntimeOptions(home=tmp_path / "h", managed_dir=tmp_path / "e", extra_children=children))
+    runtime = SessionRuntime(RuntimeOptions(
+        task_runner=builtin_runner, home=tmp_path / "h", managed_dir=tmp_path / "e", extra_children=children))
     server = serve(runtime, "127.0.0.1:0")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -15,6 +15,7 @@ from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
 from protos.supervisor.v1 import mcp_pb2 as _mcp_pb2
 from protos.supervisor.v1 import network_pb2 as _network_pb2
 from protos.supervisor.v1 import shell_pb2 as _shell_pb2
+from protos.supervisor.v1 import turn_pb2 as _turn_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -71,6 +72,9 @@ class Event(_message.Message):
     HOOK_COMPLETED_FIELD_NUMBER: _builtins.int
     AGENT_SPAWNED_FIELD_NUMBER: _builtins.int
     AGENT_STATUS_CHANGED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_BEGIN_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_END_FIELD_NUMBER: _builtins.int
+    TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session that emitted the event."""
     seq: _builtins.int
@@ -161,6 +165,14 @@ class Event(_message.Message):
 
     @_builtins.property
     def agent_status_changed(self) -> _agents_pb2.AgentStatusChanged: ...
+    @_builtins.property
+    def tool_call_begin(self) -> _turn_pb2.ToolCallBegin:
+        """The turn loop (turn.proto): 200-219."""
+
+    @_builtins.property
+    def tool_call_end(self) -> _turn_pb2.ToolCallEnd: ...
+    @_builtins.property
+    def token_count(self) -> _turn_pb2.TokenCount: ...
     def __init__(
         self,
         *,
@@ -203,12 +215,15 @@ class Event(_message.Message):
         hook_completed: _hooks_pb2.HookCompleted | None = ...,
         agent_spawned: _agents_pb2.AgentSpawned | None = ...,
         agent_status_changed: _agents_pb2.AgentStatusChanged | None = ...,
+        tool_call_begin: _turn_pb2.ToolCallBegin | None = ...,
+        tool_call_end: _turn_pb2.ToolCallEnd | None = ...,
+        token_count: _turn_pb2.TokenCount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "time", b"time", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
