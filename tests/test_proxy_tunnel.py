@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
+from actors import _proxy_tunnel
 from actors._netpolicy import NetworkPolicy
 from actors._proxy_tunnel import SPLICE_AVAILABLE
 from protos.supervisor.v1 import network_pb2
@@ -69,7 +70,7 @@ async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
     return head, rest
 
 
-@pytest.mark.parametrize("relay", ["splice", "copy"])
+@pytest.mark.parametrize("relay", ["splice", "copy", "no-pipe-budget"])
 async def test_tunnel_relays_half_closes_and_counts_bytes(relay: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if relay == "splice" and not SPLICE_AVAILABLE:
         pytest.skip("os.splice is Linux-only")
@@ -85,11 +86,13 @@ async def test_tunnel_relays_half_closes_and_counts_bytes(relay: str, monkeypatc
 
     if real_splice is not None:
         monkeypatch.setattr(os, "splice", counting_splice)
+    if relay == "no-pipe-budget":  # no pipe of useful size can be had: the tunnel copies instead
+        monkeypatch.setattr(_proxy_tunnel, "MIN_PIPE_BYTES", 1 << 40)
 
     async def connector(ip: str, port: int) -> trio.abc.HalfCloseableStream:
         stream = await recording(ip, port)
         assert isinstance(stream, trio.SocketStream)
-        return stream if relay == "splice" else WrappedStream(stream)
+        return WrappedStream(stream) if relay == "copy" else stream
 
     payload = os.urandom(PAYLOAD_BYTES)
     async with trio.open_nursery() as nursery:
