@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+class SessionClosed(KeyError):
+    """Raised by ``append`` for a session that is not open (never started, discarded, or stopped)."""
+
+
 @dataclass
 class SessionRecord:
     """One row of the sessions table."""
@@ -168,7 +172,7 @@ class EventLog:
         with self._lock:
             seq = self._next_seq.get(session_id)
             if seq is None:
-                raise KeyError(f"session {session_id} is not open for appending")
+                raise SessionClosed(f"session {session_id} is not open for appending")
             event.session_id = session_id
             event.seq = seq
             event.time.GetCurrentTime()

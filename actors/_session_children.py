@@ -100,6 +100,33 @@ def hooks_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
                             warnings=warnings), warnings
 
 
+_APPROVAL_NAMES = {config_pb2.APPROVAL_POLICY_NEVER: "never", config_pb2.APPROVAL_POLICY_UNTRUSTED: "untrusted",
+                   config_pb2.APPROVAL_POLICY_ON_FAILURE: "on-failure", config_pb2.APPROVAL_POLICY_ON_REQUEST:
+                   "on-request"}
+
+
+def mcp_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguration,
+             emit: Callable[[Message], None]) -> tuple[ChildSpec, bool] | None:
+    """The MCP child for every enabled `[mcp_servers.NAME]`, and whether any of them is required."""
+    tables = loaded.table("mcp_servers")
+    if not tables:
+        return None
+    from actors._mcp_config import parse_mcp_servers
+    from actors._mcp_errors import McpConfigError
+    from actors.errors import ConfigError
+    from actors.mcp_connection import mcp_child_spec
+
+    try:
+        configs = [c for c in parse_mcp_servers(tables) if c.enabled]
+    except McpConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not configs:
+        return None
+    spec = mcp_child_spec(configs, emit=emit,
+                          approval_policy=_APPROVAL_NAMES.get(configuration.approval_policy, "on-request"))
+    return spec, any(c.required for c in configs)
+
+
 def child_phases(loaded: LoadedConfig | None, configuration: config_pb2.SessionConfiguration, session_id: str,
                  emit: Callable[[Message], None], *, agent_path: str = "/root", inherit: Inheritance | None = None,
                  live_session_ids: Callable[[], Any] | None = None) -> tuple[list[ChildSpec], Any]:

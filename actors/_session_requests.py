@@ -8,13 +8,14 @@ work takes time: the caller waits on the future, never the session's mailbox.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from actors.errors import ConfigError, SessionStateError
-from protos.supervisor.v1 import hooks_pb2, network_pb2, session_pb2, shell_pb2
+from protos.supervisor.v1 import hooks_pb2, mcp_pb2, network_pb2, session_pb2, shell_pb2
 
 if TYPE_CHECKING:
     from actors.session import SessionSupervisor
@@ -64,12 +65,54 @@ def _list_hooks(session: SessionSupervisor, request: hooks_pb2.ListHooksRequest)
     return reply
 
 
+def _mcp(session: SessionSupervisor) -> Any:
+    return _child(session, "mcp", "MCP servers")
+
+
+def _mcp_call(session: SessionSupervisor, request: mcp_pb2.McpToolCallRequest) -> Reply:
+    try:
+        arguments = json.loads(request.arguments_json) if request.arguments_json else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"arguments_json: not JSON: {exc}") from exc
+    if not isinstance(arguments, dict):
+        raise ConfigError("arguments_json: must be a JSON object")
+    future: concurrent.futures.Future[Any] = _mcp(session).call_tool(
+        request.tool, arguments, request.traceparent).get(timeout=10)
+    return future
+
+
+def _mcp_list(session: SessionSupervisor, request: mcp_pb2.McpListToolsRequest) -> Reply:
+    future: concurrent.futures.Future[Any] = _mcp(session).list_tools().get(timeout=10)
+    return future
+
+
+def _mcp_accept(session: SessionSupervisor, request: mcp_pb2.McpAcceptToolsRequest) -> Reply:
+    future: concurrent.futures.Future[Any] = _mcp(session).accept_tools(request.server).get(timeout=10)
+    return future
+
+
+def _mcp_control(session: SessionSupervisor, request: mcp_pb2.McpServerControlRequest) -> Reply:
+    future: concurrent.futures.Future[Any] = _mcp(session).control(request.server, request.action).get(timeout=10)
+    return future
+
+
+def _mcp_elicitation(session: SessionSupervisor, request: mcp_pb2.McpResolveElicitationRequest) -> Reply:
+    resolved = _mcp(session).resolve_elicitation(request.id, request.action, request.content_json).get(timeout=10)
+    return mcp_pb2.McpResolveElicitationResponse(resolved=bool(resolved))
+
+
 Handler = Callable[["SessionSupervisor", Any], Reply]
 REQUEST_TYPES: dict[str, tuple[type[Message], Handler]] = {
     shell_pb2.ExecRequest.DESCRIPTOR.full_name: (shell_pb2.ExecRequest, _exec),
     session_pb2.ResolveApprovalRequest.DESCRIPTOR.full_name: (session_pb2.ResolveApprovalRequest, _resolve_approval),
     session_pb2.SessionNetworkProxyRequest.DESCRIPTOR.full_name: (session_pb2.SessionNetworkProxyRequest, _network),
     hooks_pb2.ListHooksRequest.DESCRIPTOR.full_name: (hooks_pb2.ListHooksRequest, _list_hooks),
+    mcp_pb2.McpToolCallRequest.DESCRIPTOR.full_name: (mcp_pb2.McpToolCallRequest, _mcp_call),
+    mcp_pb2.McpListToolsRequest.DESCRIPTOR.full_name: (mcp_pb2.McpListToolsRequest, _mcp_list),
+    mcp_pb2.McpAcceptToolsRequest.DESCRIPTOR.full_name: (mcp_pb2.McpAcceptToolsRequest, _mcp_accept),
+    mcp_pb2.McpServerControlRequest.DESCRIPTOR.full_name: (mcp_pb2.McpServerControlRequest, _mcp_control),
+    mcp_pb2.McpResolveElicitationRequest.DESCRIPTOR.full_name: (mcp_pb2.McpResolveElicitationRequest,
+                                                                 _mcp_elicitation),
 }
 
 

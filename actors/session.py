@@ -30,9 +30,9 @@ from typing import Any
 from google.protobuf.message import Message
 
 from actors import _tracing
-from actors._eventlog import STOPPED, EventLog
+from actors._eventlog import STOPPED, EventLog, SessionClosed
 from actors._tasks import TaskContext, TaskResult, TaskRunner, builtin_runner
-from actors.errors import LimitExceeded
+from actors.errors import LimitExceeded, StartupFailed
 from actors.supervision import ChildSpec, Supervisor, exc_text
 from actors.trio_host import TaskCancelled, TaskScope, get_host
 from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
@@ -47,6 +47,8 @@ MAX_QUEUED_TASKS = 64
 TASK_CANCEL_TIMEOUT_S = 5.0
 #: How long the session waits for a child to answer a synchronous call.
 CHILD_CALL_TIMEOUT_S = 10.0
+#: Upper bound on waiting for required MCP servers (each is bounded by its own startup_timeout_sec too).
+MCP_REQUIRED_WAIT_S = 600.0
 
 _EVENT_FIELDS: dict[str, str] = {}
 
@@ -130,6 +132,7 @@ class SessionSupervisor(Supervisor):
         self._created_ns = time.time_ns()
         self._proxy_state: Any = None
         self._inherited_shell: Any = None
+        self._mcp_required = False
         self.proxy_env: dict[str, str] = {}
         #: Per-session state that tasks keep across turns (the conversation, a provider).
         self.task_state: dict[str, Any] = {}
@@ -145,7 +148,11 @@ class SessionSupervisor(Supervisor):
         self._append(event)
 
     def _append(self, event: events_pb2.Event) -> None:
-        self._log.append(self.session_id, event)
+        try:
+            self._log.append(self.session_id, event)
+        except SessionClosed:  # a child reporting after a failed start was discarded, or after the stop
+            logger.debug("%s: dropped %s after the session closed", self.session_id, event.WhichOneof("msg"))
+            return
         if self.setup.relay is not None and not _is_delta(event):
             self.setup.relay(event)
 
@@ -223,6 +230,7 @@ class SessionSupervisor(Supervisor):
                 self.emit(events_pb2.Warning(message=warning))
             for event in held:
                 self._append(event)
+            self._await_mcp_startup()
             self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
         except BaseException:
             self._log.discard_session(self.session_id, resumed=resumed)
@@ -263,9 +271,37 @@ class SessionSupervisor(Supervisor):
             if hooks is not None:
                 phase2.append(hooks[0])
                 setup.warnings.extend(hooks[1])
+            mcp = kids.mcp_spec(loaded, self.configuration, self.emit)
+            if mcp is not None:
+                phase2.append(mcp[0])
+                self._mcp_required = mcp[1]
         phase2.extend(setup.children)
         if phase2:
             self.start_children(phase2)
+
+    def _await_mcp_startup(self) -> None:
+        """MCP servers start in the background; a required one that fails fails this start (transactional)."""
+        ref = self.child_ref("mcp")
+        if ref is None:
+            return
+        startup: concurrent.futures.Future[Any] = ref.proxy().startup().get(timeout=CHILD_CALL_TIMEOUT_S)
+
+        def warn(done: concurrent.futures.Future[Any]) -> None:
+            if done.exception() is None:
+                for warning in done.result().warnings:
+                    self.emit(events_pb2.Warning(message=warning))
+
+        if not self._mcp_required:
+            startup.add_done_callback(warn)
+            return
+        from actors._mcp_errors import McpRequiredServersFailed
+
+        try:
+            report = startup.result(timeout=MCP_REQUIRED_WAIT_S)
+        except McpRequiredServersFailed as exc:
+            raise StartupFailed(str(exc)) from exc
+        for warning in report.warnings:
+            self.emit(events_pb2.Warning(message=warning))
 
     def _child_call(self, child_id: str, method: str, *args: Any) -> Any:
         """Call a method of a live child and wait for its answer; None when the child is absent."""
@@ -289,6 +325,9 @@ class SessionSupervisor(Supervisor):
         hooks = self._child_call("hooks", "runner")
         if hooks is not None:
             services["hooks"] = hooks
+        mcp = self._child_call("mcp", "manager")
+        if mcp is not None:
+            services["mcp"] = mcp
         from actors._agent_control import AgentTools, registry_for
 
         services["agents"] = AgentTools(self.actor_ref, self.session_id, registry_for(self))

@@ -28,59 +28,60 @@ from protos.supervisor.v1 import agents_pb2 as protos_dot_supervisor_dot_v1_dot_
 from protos.supervisor.v1 import config_pb2 as protos_dot_supervisor_dot_v1_dot_config__pb2
 from protos.supervisor.v1 import events_pb2 as protos_dot_supervisor_dot_v1_dot_events__pb2
 from protos.supervisor.v1 import hooks_pb2 as protos_dot_supervisor_dot_v1_dot_hooks__pb2
+from protos.supervisor.v1 import mcp_pb2 as protos_dot_supervisor_dot_v1_dot_mcp__pb2
 from protos.supervisor.v1 import network_pb2 as protos_dot_supervisor_dot_v1_dot_network__pb2
 from protos.supervisor.v1 import shell_pb2 as protos_dot_supervisor_dot_v1_dot_shell__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/supervisor/v1/session.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a!protos/supervisor/v1/config.proto\x1a!protos/supervisor/v1/events.proto\x1a protos/supervisor/v1/hooks.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\"\xcb\x01\n\x13StartSessionRequest\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.supervisor.v1.StartMode\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x18\n\x10\x63onfig_overrides\x18\x05 \x03(\t\x12\x13\n\x0bthread_name\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x07 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x08 \x01(\t\"~\n\x14StartSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x63onfigured_seq\x18\x03 \x01(\x04\"a\n\x15UpdateSettingsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x06update\x18\x02 \x01(\x0b\x32$.supervisor.v1.SessionSettingsUpdate\"T\n\x16UpdateSettingsResponse\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\"E\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x11\n\tinterrupt\x18\x03 \x01(\x08\"1\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x08\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"N\n\x13StreamEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"(\n\x12StopSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x13StopSessionResponse\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\"\xa9\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.supervisor.v1.SessionStatus\x12:\n\rconfiguration\x18\x03 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x19\n\x11window_generation\x18\x07 \x01(\x04\x12\x14\n\x0ctask_running\x18\x08 \x01(\x08\x12\x14\n\x0cqueued_tasks\x18\t \x01(\r\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x12GetSessionResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.supervisor.v1.SessionInfo\".\n\x13ListSessionsRequest\x12\x17\n\x0finclude_stopped\x18\x01 \x01(\x08\"D\n\x14ListSessionsResponse\x12,\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.supervisor.v1.SessionInfo\"{\n\x16ResolveApprovalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x38\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32&.supervisor.v1.NetworkApprovalDecision\"(\n\x17ResolveApprovalResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1aSessionNetworkProxyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*g\n\tStartMode\x12\x1a\n\x16START_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTART_MODE_NEW\x10\x01\x12\x15\n\x11START_MODE_RESUME\x10\x02\x12\x13\n\x0fSTART_MODE_FORK\x10\x03*g\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x01\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x02\x32\x87\x0c\n\x0eSessionService\x12W\n\x0cStartSession\x12\".supervisor.v1.StartSessionRequest\x1a#.supervisor.v1.StartSessionResponse\x12]\n\x0eUpdateSettings\x12$.supervisor.v1.UpdateSettingsRequest\x1a%.supervisor.v1.UpdateSettingsResponse\x12\x45\n\x06Submit\x12\x1c.supervisor.v1.SubmitRequest\x1a\x1d.supervisor.v1.SubmitResponse\x12N\n\tInterrupt\x12\x1f.supervisor.v1.InterruptRequest\x1a .supervisor.v1.InterruptResponse\x12J\n\x0cStreamEvents\x12\".supervisor.v1.StreamEventsRequest\x1a\x14.supervisor.v1.Event0\x01\x12T\n\x0bStopSession\x12!.supervisor.v1.StopSessionRequest\x1a\".supervisor.v1.StopSessionResponse\x12Q\n\nGetSession\x12 .supervisor.v1.GetSessionRequest\x1a!.supervisor.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".supervisor.v1.ListSessionsRequest\x1a#.supervisor.v1.ListSessionsResponse\x12?\n\x04\x45xec\x12\x1a.supervisor.v1.ExecRequest\x1a\x1b.supervisor.v1.ExecResponse\x12`\n\x0fResolveApproval\x12%.supervisor.v1.ResolveApprovalRequest\x1a&.supervisor.v1.ResolveApprovalResponse\x12\x64\n\x0fGetNetworkProxy\x12).supervisor.v1.SessionNetworkProxyRequest\x1a&.supervisor.v1.GetNetworkProxyResponse\x12N\n\tListHooks\x12\x1f.supervisor.v1.ListHooksRequest\x1a .supervisor.v1.ListHooksResponse\x12Q\n\nSpawnAgent\x12 .supervisor.v1.SpawnAgentRequest\x1a!.supervisor.v1.SpawnAgentResponse\x12]\n\x0eSendAgentInput\x12$.supervisor.v1.SendAgentInputRequest\x1a%.supervisor.v1.SendAgentInputResponse\x12Q\n\nWaitAgents\x12 .supervisor.v1.WaitAgentsRequest\x1a!.supervisor.v1.WaitAgentsResponse\x12Q\n\nCloseAgent\x12 .supervisor.v1.CloseAgentRequest\x1a!.supervisor.v1.CloseAgentResponse\x12T\n\x0bResumeAgent\x12!.supervisor.v1.ResumeAgentRequest\x1a\".supervisor.v1.ResumeAgentResponse\x12Q\n\nListAgents\x12 .supervisor.v1.ListAgentsRequest\x1a!.supervisor.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/supervisor/v1/session.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a!protos/supervisor/v1/config.proto\x1a!protos/supervisor/v1/events.proto\x1a protos/supervisor/v1/hooks.proto\x1a\x1eprotos/supervisor/v1/mcp.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\"\xcb\x01\n\x13StartSessionRequest\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.supervisor.v1.StartMode\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x18\n\x10\x63onfig_overrides\x18\x05 \x03(\t\x12\x13\n\x0bthread_name\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x07 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x08 \x01(\t\"~\n\x14StartSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x63onfigured_seq\x18\x03 \x01(\x04\"a\n\x15UpdateSettingsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x06update\x18\x02 \x01(\x0b\x32$.supervisor.v1.SessionSettingsUpdate\"T\n\x16UpdateSettingsResponse\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\"E\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x11\n\tinterrupt\x18\x03 \x01(\x08\"1\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x08\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"N\n\x13StreamEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"(\n\x12StopSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x13StopSessionResponse\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\"\xa9\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.supervisor.v1.SessionStatus\x12:\n\rconfiguration\x18\x03 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x19\n\x11window_generation\x18\x07 \x01(\x04\x12\x14\n\x0ctask_running\x18\x08 \x01(\x08\x12\x14\n\x0cqueued_tasks\x18\t \x01(\r\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x12GetSessionResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.supervisor.v1.SessionInfo\".\n\x13ListSessionsRequest\x12\x17\n\x0finclude_stopped\x18\x01 \x01(\x08\"D\n\x14ListSessionsResponse\x12,\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.supervisor.v1.SessionInfo\"{\n\x16ResolveApprovalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x38\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32&.supervisor.v1.NetworkApprovalDecision\"(\n\x17ResolveApprovalResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1aSessionNetworkProxyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*g\n\tStartMode\x12\x1a\n\x16START_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTART_MODE_NEW\x10\x01\x12\x15\n\x11START_MODE_RESUME\x10\x02\x12\x13\n\x0fSTART_MODE_FORK\x10\x03*g\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x01\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x02\x32\xec\x0f\n\x0eSessionService\x12W\n\x0cStartSession\x12\".supervisor.v1.StartSessionRequest\x1a#.supervisor.v1.StartSessionResponse\x12]\n\x0eUpdateSettings\x12$.supervisor.v1.UpdateSettingsRequest\x1a%.supervisor.v1.UpdateSettingsResponse\x12\x45\n\x06Submit\x12\x1c.supervisor.v1.SubmitRequest\x1a\x1d.supervisor.v1.SubmitResponse\x12N\n\tInterrupt\x12\x1f.supervisor.v1.InterruptRequest\x1a .supervisor.v1.InterruptResponse\x12J\n\x0cStreamEvents\x12\".supervisor.v1.StreamEventsRequest\x1a\x14.supervisor.v1.Event0\x01\x12T\n\x0bStopSession\x12!.supervisor.v1.StopSessionRequest\x1a\".supervisor.v1.StopSessionResponse\x12Q\n\nGetSession\x12 .supervisor.v1.GetSessionRequest\x1a!.supervisor.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".supervisor.v1.ListSessionsRequest\x1a#.supervisor.v1.ListSessionsResponse\x12?\n\x04\x45xec\x12\x1a.supervisor.v1.ExecRequest\x1a\x1b.supervisor.v1.ExecResponse\x12`\n\x0fResolveApproval\x12%.supervisor.v1.ResolveApprovalRequest\x1a&.supervisor.v1.ResolveApprovalResponse\x12\x64\n\x0fGetNetworkProxy\x12).supervisor.v1.SessionNetworkProxyRequest\x1a&.supervisor.v1.GetNetworkProxyResponse\x12N\n\tListHooks\x12\x1f.supervisor.v1.ListHooksRequest\x1a .supervisor.v1.ListHooksResponse\x12Q\n\nSpawnAgent\x12 .supervisor.v1.SpawnAgentRequest\x1a!.supervisor.v1.SpawnAgentResponse\x12]\n\x0eSendAgentInput\x12$.supervisor.v1.SendAgentInputRequest\x1a%.supervisor.v1.SendAgentInputResponse\x12Q\n\nWaitAgents\x12 .supervisor.v1.WaitAgentsRequest\x1a!.supervisor.v1.WaitAgentsResponse\x12Q\n\nCloseAgent\x12 .supervisor.v1.CloseAgentRequest\x1a!.supervisor.v1.CloseAgentResponse\x12T\n\x0bResumeAgent\x12!.supervisor.v1.ResumeAgentRequest\x1a\".supervisor.v1.ResumeAgentResponse\x12Q\n\nListAgents\x12 .supervisor.v1.ListAgentsRequest\x1a!.supervisor.v1.ListAgentsResponse\x12R\n\x0b\x43\x61llMcpTool\x12!.supervisor.v1.McpToolCallRequest\x1a .supervisor.v1.McpToolCallResult\x12W\n\x0cListMcpTools\x12\".supervisor.v1.McpListToolsRequest\x1a#.supervisor.v1.McpListToolsResponse\x12]\n\x0e\x41\x63\x63\x65ptMcpTools\x12$.supervisor.v1.McpAcceptToolsRequest\x1a%.supervisor.v1.McpAcceptToolsResponse\x12\x63\n\x10\x43ontrolMcpServer\x12&.supervisor.v1.McpServerControlRequest\x1a\'.supervisor.v1.McpServerControlResponse\x12r\n\x15ResolveMcpElicitation\x12+.supervisor.v1.McpResolveElicitationRequest\x1a,.supervisor.v1.McpResolveElicitationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTMODE']._serialized_start=1941
-  _globals['_STARTMODE']._serialized_end=2044
-  _globals['_SESSIONSTATUS']._serialized_start=2046
-  _globals['_SESSIONSTATUS']._serialized_end=2149
-  _globals['_STARTSESSIONREQUEST']._serialized_start=296
-  _globals['_STARTSESSIONREQUEST']._serialized_end=499
-  _globals['_STARTSESSIONRESPONSE']._serialized_start=501
-  _globals['_STARTSESSIONRESPONSE']._serialized_end=627
-  _globals['_UPDATESETTINGSREQUEST']._serialized_start=629
-  _globals['_UPDATESETTINGSREQUEST']._serialized_end=726
-  _globals['_UPDATESETTINGSRESPONSE']._serialized_start=728
-  _globals['_UPDATESETTINGSRESPONSE']._serialized_end=812
-  _globals['_SUBMITREQUEST']._serialized_start=814
-  _globals['_SUBMITREQUEST']._serialized_end=883
-  _globals['_SUBMITRESPONSE']._serialized_start=885
-  _globals['_SUBMITRESPONSE']._serialized_end=934
-  _globals['_INTERRUPTREQUEST']._serialized_start=936
-  _globals['_INTERRUPTREQUEST']._serialized_end=974
-  _globals['_INTERRUPTRESPONSE']._serialized_start=976
-  _globals['_INTERRUPTRESPONSE']._serialized_end=1033
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1035
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1113
-  _globals['_STOPSESSIONREQUEST']._serialized_start=1115
-  _globals['_STOPSESSIONREQUEST']._serialized_end=1155
-  _globals['_STOPSESSIONRESPONSE']._serialized_start=1157
-  _globals['_STOPSESSIONRESPONSE']._serialized_end=1196
-  _globals['_SESSIONINFO']._serialized_start=1199
-  _globals['_SESSIONINFO']._serialized_end=1496
-  _globals['_GETSESSIONREQUEST']._serialized_start=1498
-  _globals['_GETSESSIONREQUEST']._serialized_end=1537
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1539
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1604
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1606
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1652
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1654
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1722
-  _globals['_RESOLVEAPPROVALREQUEST']._serialized_start=1724
-  _globals['_RESOLVEAPPROVALREQUEST']._serialized_end=1847
-  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_start=1849
-  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_end=1889
-  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_start=1891
-  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_end=1939
-  _globals['_SESSIONSERVICE']._serialized_start=2152
-  _globals['_SESSIONSERVICE']._serialized_end=3695
+  _globals['_STARTMODE']._serialized_start=1973
+  _globals['_STARTMODE']._serialized_end=2076
+  _globals['_SESSIONSTATUS']._serialized_start=2078
+  _globals['_SESSIONSTATUS']._serialized_end=2181
+  _globals['_STARTSESSIONREQUEST']._serialized_start=328
+  _globals['_STARTSESSIONREQUEST']._serialized_end=531
+  _globals['_STARTSESSIONRESPONSE']._serialized_start=533
+  _globals['_STARTSESSIONRESPONSE']._serialized_end=659
+  _globals['_UPDATESETTINGSREQUEST']._serialized_start=661
+  _globals['_UPDATESETTINGSREQUEST']._serialized_end=758
+  _globals['_UPDATESETTINGSRESPONSE']._serialized_start=760
+  _globals['_UPDATESETTINGSRESPONSE']._serialized_end=844
+  _globals['_SUBMITREQUEST']._serialized_start=846
+  _globals['_SUBMITREQUEST']._serialized_end=915
+  _globals['_SUBMITRESPONSE']._serialized_start=917
+  _globals['_SUBMITRESPONSE']._serialized_end=966
+  _globals['_INTERRUPTREQUEST']._serialized_start=968
+  _globals['_INTERRUPTREQUEST']._serialized_end=1006
+  _globals['_INTERRUPTRESPONSE']._serialized_start=1008
+  _globals['_INTERRUPTRESPONSE']._serialized_end=1065
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1067
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1145
+  _globals['_STOPSESSIONREQUEST']._serialized_start=1147
+  _globals['_STOPSESSIONREQUEST']._serialized_end=1187
+  _globals['_STOPSESSIONRESPONSE']._serialized_start=1189
+  _globals['_STOPSESSIONRESPONSE']._serialized_end=1228
+  _globals['_SESSIONINFO']._serialized_start=1231
+  _globals['_SESSIONINFO']._serialized_end=1528
+  _globals['_GETSESSIONREQUEST']._serialized_start=1530
+  _globals['_GETSESSIONREQUEST']._serialized_end=1569
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1571
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1636
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1638
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1684
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1686
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1754
+  _globals['_RESOLVEAPPROVALREQUEST']._serialized_start=1756
+  _globals['_RESOLVEAPPROVALREQUEST']._serialized_end=1879
+  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_start=1881
+  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_end=1921
+  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_start=1923
+  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_end=1971
+  _globals['_SESSIONSERVICE']._serialized_start=2184
+  _globals['_SESSIONSERVICE']._serialized_end=4212
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ import warnings
 from protos.supervisor.v1 import agents_pb2 as protos_dot_supervisor_dot_v1_dot_agents__pb2
 from protos.supervisor.v1 import events_pb2 as protos_dot_supervisor_dot_v1_dot_events__pb2
 from protos.supervisor.v1 import hooks_pb2 as protos_dot_supervisor_dot_v1_dot_hooks__pb2
+from protos.supervisor.v1 import mcp_pb2 as protos_dot_supervisor_dot_v1_dot_mcp__pb2
 from protos.supervisor.v1 import network_pb2 as protos_dot_supervisor_dot_v1_dot_network__pb2
 from protos.supervisor.v1 import session_pb2 as protos_dot_supervisor_dot_v1_dot_session__pb2
 from protos.supervisor.v1 import shell_pb2 as protos_dot_supervisor_dot_v1_dot_shell__pb2
@@ -132,6 +133,31 @@ class SessionServiceStub:
                 '/supervisor.v1.SessionService/ListAgents',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.CallMcpTool = channel.unary_unary(
+                '/supervisor.v1.SessionService/CallMcpTool',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.FromString,
+                _registered_method=True)
+        self.ListMcpTools = channel.unary_unary(
+                '/supervisor.v1.SessionService/ListMcpTools',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.FromString,
+                _registered_method=True)
+        self.AcceptMcpTools = channel.unary_unary(
+                '/supervisor.v1.SessionService/AcceptMcpTools',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.FromString,
+                _registered_method=True)
+        self.ControlMcpServer = channel.unary_unary(
+                '/supervisor.v1.SessionService/ControlMcpServer',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.FromString,
+                _registered_method=True)
+        self.ResolveMcpElicitation = channel.unary_unary(
+                '/supervisor.v1.SessionService/ResolveMcpElicitation',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.FromString,
                 _registered_method=True)
 
 
@@ -267,6 +293,41 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallMcpTool(self, request, context):
+        """Call an MCP tool by its qualified name (mcp__SERVER__TOOL).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMcpTools(self, request, context):
+        """List the MCP tools the session offers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptMcpTools(self, request, context):
+        """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ControlMcpServer(self, request, context):
+        """Start, stop or restart one MCP server at runtime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveMcpElicitation(self, request, context):
+        """Answer an McpElicitationRequested event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -359,6 +420,31 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'CallMcpTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallMcpTool,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.SerializeToString,
+            ),
+            'ListMcpTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMcpTools,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.SerializeToString,
+            ),
+            'AcceptMcpTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptMcpTools,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.SerializeToString,
+            ),
+            'ControlMcpServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlMcpServer,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.SerializeToString,
+            ),
+            'ResolveMcpElicitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveMcpElicitation,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -850,6 +936,141 @@ class SessionService:
             '/supervisor.v1.SessionService/ListAgents',
             protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallMcpTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/CallMcpTool',
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMcpTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ListMcpTools',
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptMcpTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/AcceptMcpTools',
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlMcpServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ControlMcpServer',
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveMcpElicitation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/ResolveMcpElicitation',
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.FromString,
             options,
             channel_credentials,
             insecure,

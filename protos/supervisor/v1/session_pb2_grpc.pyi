@@ -9,6 +9,7 @@ from grpc import aio as _aio
 from protos.supervisor.v1 import agents_pb2 as _agents_pb2
 from protos.supervisor.v1 import events_pb2 as _events_pb2
 from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
+from protos.supervisor.v1 import mcp_pb2 as _mcp_pb2
 from protos.supervisor.v1 import network_pb2 as _network_pb2
 from protos.supervisor.v1 import session_pb2 as _session_pb2
 from protos.supervisor.v1 import shell_pb2 as _shell_pb2
@@ -78,6 +79,16 @@ class SessionServiceStub:
     """Resume a closed subagent from its log."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]
     """List the session's subagents."""
+    CallMcpTool: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]
+    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
+    ListMcpTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]
+    """List the MCP tools the session offers."""
+    AcceptMcpTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]
+    """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
+    ControlMcpServer: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]
+    """Start, stop or restart one MCP server at runtime."""
+    ResolveMcpElicitation: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]
+    """Answer an McpElicitationRequested event."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -123,6 +134,16 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Resume a closed subagent from its log."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """List the session's subagents."""
+    CallMcpTool: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]  # type: ignore[assignment]
+    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
+    ListMcpTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]  # type: ignore[assignment]
+    """List the MCP tools the session offers."""
+    AcceptMcpTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]  # type: ignore[assignment]
+    """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
+    ControlMcpServer: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]  # type: ignore[assignment]
+    """Start, stop or restart one MCP server at runtime."""
+    ResolveMcpElicitation: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]  # type: ignore[assignment]
+    """Answer an McpElicitationRequested event."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
@@ -273,5 +294,45 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agents_pb2.ListAgentsResponse, _abc.Awaitable[_agents_pb2.ListAgentsResponse]]:
         """List the session's subagents."""
+
+    @_abc_1.abstractmethod
+    def CallMcpTool(
+        self,
+        request: _mcp_pb2.McpToolCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mcp_pb2.McpToolCallResult, _abc.Awaitable[_mcp_pb2.McpToolCallResult]]:
+        """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
+
+    @_abc_1.abstractmethod
+    def ListMcpTools(
+        self,
+        request: _mcp_pb2.McpListToolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mcp_pb2.McpListToolsResponse, _abc.Awaitable[_mcp_pb2.McpListToolsResponse]]:
+        """List the MCP tools the session offers."""
+
+    @_abc_1.abstractmethod
+    def AcceptMcpTools(
+        self,
+        request: _mcp_pb2.McpAcceptToolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mcp_pb2.McpAcceptToolsResponse, _abc.Awaitable[_mcp_pb2.McpAcceptToolsResponse]]:
+        """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
+
+    @_abc_1.abstractmethod
+    def ControlMcpServer(
+        self,
+        request: _mcp_pb2.McpServerControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mcp_pb2.McpServerControlResponse, _abc.Awaitable[_mcp_pb2.McpServerControlResponse]]:
+        """Start, stop or restart one MCP server at runtime."""
+
+    @_abc_1.abstractmethod
+    def ResolveMcpElicitation(
+        self,
+        request: _mcp_pb2.McpResolveElicitationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mcp_pb2.McpResolveElicitationResponse, _abc.Awaitable[_mcp_pb2.McpResolveElicitationResponse]]:
+        """Answer an McpElicitationRequested event."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
