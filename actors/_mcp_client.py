@@ -23,14 +23,10 @@ Contract:
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
-import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -48,8 +44,10 @@ from actors._mcp_errors import (
     McpToolTimeout,
     McpUnknownTool,
 )
-from actors._mcp_results import ToolSpec, to_call_result, tool_spec_from_sdk
+from actors._mcp_results import ToolSpec, to_call_result
 from actors._mcp_startup import describe_startup_failure, missing_token_error, timeout_error
+from actors._mcp_state import Connection, ConnectionState, RestartPolicy
+from actors._mcp_tools import ToolGuard, call_span, fetch_tools
 from actors._mcp_transport import HttpTransport, StdioTransport
 from protos.supervisor.v1 import mcp_pb2
 
@@ -61,56 +59,8 @@ EmitFn = Callable[[Message], None]
 
 #: Bound on waiting for a stopped connection to wind down (its transport's own waits are shorter).
 STOP_TIMEOUT_S = 5.0
-#: Pages of ``tools/list`` read at most (a paginator that never ends cannot hang a start).
-MAX_TOOL_PAGES = 100
-#: Name of the OpenTelemetry tracer for tool calls.
-TRACER_NAME = "actors.mcp"
 CLIENT_NAME = "session-supervisor"
 CLIENT_VERSION = "0.1.0"
-
-
-class ConnectionState(enum.Enum):
-    """Where a connection stands."""
-
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """How a crashed server is restarted: backoff doubling from ``initial_backoff_s`` up to the maximum."""
-
-    initial_backoff_s: float = 0.05
-    max_backoff_s: float = 5.0
-    jitter: float = 0.2
-    max_consecutive_failures: int = 5
-
-    def delay(self, failures: int) -> float:
-        """Backoff before the next attempt after ``failures`` consecutive failed attempts."""
-        base = min(self.max_backoff_s, self.initial_backoff_s * (2**failures))
-        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
-
-
-@dataclass(eq=False)
-class _Connection:
-    transport: StdioTransport | HttpTransport | None = None
-    client: Any = None
-    tools: dict[str, ToolSpec] = field(default_factory=dict)
-    wake: trio.Event = field(default_factory=trio.Event)
-    finished: trio.Event = field(default_factory=trio.Event)
-    started: bool = False
-
-    def request_stop(self) -> None:
-        if self.transport is not None:
-            self.transport.stopping = True
-        self.wake.set()
-
-    @property
-    def crashed(self) -> bool:
-        return self.wake.is_set() and not (self.transport is not None and self.transport.stopping)
 
 
 class McpConnectionService:
@@ -135,18 +85,17 @@ class McpConnectionService:
         )
         self._state = ConnectionState.STOPPED
         self._state_changed = trio.Event()
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._lifecycle = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
         self._open_scope: trio.CancelScope | None = None
-        self._opening: _Connection | None = None
+        self._opening: Connection | None = None
         self._watch_scope: trio.CancelScope | None = None
         self._watch_done = trio.Event()
         self._watch_done.set()
         self._stop_requested = False
-        self._accepted: dict[str, str] | None = None
-        self._flagged: dict[str, str] = {}
+        self._guard = ToolGuard(config.name, emit, config.tool_enabled)
         self.last_error = ""
         self.restarts = 0
 
@@ -253,10 +202,10 @@ class McpConnectionService:
         await self.stop()
         await self.start()
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> Connection:
         """Spawn/dial, handshake and list tools within ``startup_timeout_sec``; raises ``McpStartupError``."""
         assert self._nursery is not None
-        conn = _Connection()
+        conn = Connection()
         timeout = self.config.startup_timeout_sec
         with trio.move_on_after(timeout) as scope:
             self._open_scope = scope
@@ -276,7 +225,7 @@ class McpConnectionService:
             raise McpStartupError(self.name, timeout_error(self.config))
         return conn
 
-    def _make_transport(self, nursery: trio.Nursery, conn: _Connection) -> StdioTransport | HttpTransport:
+    def _make_transport(self, nursery: trio.Nursery, conn: Connection) -> StdioTransport | HttpTransport:
         if self.config.transport == "stdio":
             transport: StdioTransport | HttpTransport = StdioTransport(self.config, nursery)
         else:
@@ -290,7 +239,7 @@ class McpConnectionService:
         transport.closed = conn.wake
         return transport
 
-    async def _run_connection(self, conn: _Connection, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_connection(self, conn: Connection, task_status: trio.TaskStatus[None]) -> None:
         """Hold one SDK client open until the server goes away or is stopped (in this one task)."""
         from mcp import Client
 
@@ -306,7 +255,7 @@ class McpConnectionService:
                 )
                 async with client:
                     conn.client = client
-                    conn.tools = await self._fetch_tools(client)
+                    conn.tools = await fetch_tools(client)
                     conn.started = True
                     task_status.started()
                     await conn.wake.wait()
@@ -318,7 +267,7 @@ class McpConnectionService:
         finally:
             conn.finished.set()
 
-    async def _watch(self, conn: _Connection) -> None:
+    async def _watch(self, conn: Connection) -> None:
         """Restart the server whenever its connection ends without a stop."""
         try:
             with trio.CancelScope() as scope:
@@ -329,7 +278,7 @@ class McpConnectionService:
                         return
                     self._set_state(ConnectionState.RESTARTING)
                     await conn.finished.wait()
-                    reason = _crash_reason(conn)
+                    reason = conn.crash_reason()
                     logger.warning("MCP server %s %s; restarting", self.name, reason)
                     restarted = await self._restart_after_crash(reason)
                     if restarted is None:
@@ -342,7 +291,7 @@ class McpConnectionService:
                 self._set_state(ConnectionState.STOPPED if self._stop_requested else ConnectionState.FAILED)
             self._watch_done.set()
 
-    async def _restart_after_crash(self, reason: str) -> _Connection | None:
+    async def _restart_after_crash(self, reason: str) -> Connection | None:
         failures = 0
         while True:
             await trio.sleep(self._restart_policy.delay(failures))
@@ -363,46 +312,17 @@ class McpConnectionService:
             self._emit(mcp_pb2.McpServerRestarted(server=self.name, attempt=self.restarts, reason=reason))
             return conn
 
-    def _install(self, conn: _Connection) -> None:
+    def _install(self, conn: Connection) -> None:
         self._conn = conn
         self.last_error = ""
-        self._absorb_tools(conn.tools)
+        self._guard.absorb(conn.tools)
         self._set_state(ConnectionState.READY)
 
     # --- tools ----------------------------------------------------------------------------------------
-    async def _fetch_tools(self, client: Any) -> dict[str, ToolSpec]:
-        tools: dict[str, ToolSpec] = {}
-        cursor: str | None = None
-        for _ in range(MAX_TOOL_PAGES):
-            page = await client.list_tools(cursor=cursor)
-            for tool in page.tools:
-                tools[tool.name] = tool_spec_from_sdk(tool)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        return tools
-
-    def _absorb_tools(self, tools: dict[str, ToolSpec]) -> None:
-        if self._accepted is None:
-            self._accepted = {name: spec.fingerprint for name, spec in tools.items()}
-        changed = {
-            name: spec
-            for name, spec in tools.items()
-            if self._accepted.get(name) != spec.fingerprint and self.config.tool_enabled(name)
-        }
-        flagged = {name: spec.fingerprint for name, spec in changed.items()}
-        if changed and flagged != self._flagged:
-            self._emit(
-                mcp_pb2.McpToolsChanged(
-                    server=self.name, tools=[spec.to_proto(self.name) for _, spec in sorted(changed.items())]
-                )
-            )
-        self._flagged = flagged
-
     @property
     def pending_tools(self) -> list[str]:
         """Tools refused until ``accept_tools`` because they changed (or appeared) since accepted."""
-        return sorted(self._flagged)
+        return self._guard.pending
 
     def tools(self, *, include_disabled: bool = False) -> list[ToolSpec]:
         """The enabled (or all) tools of the running server, as last listed (empty when not ready)."""
@@ -417,20 +337,16 @@ class McpConnectionService:
         if refresh and conn is not None and self._state is ConnectionState.READY:
             try:
                 with trio.fail_after(self.config.tool_timeout_sec):
-                    conn.tools = await self._fetch_tools(conn.client)
+                    conn.tools = await fetch_tools(conn.client)
             except Exception as exc:
                 raise McpCallFailed(f"listing tools of MCP server '{self.name}' failed: {exc}") from exc
-            self._absorb_tools(conn.tools)
+            self._guard.absorb(conn.tools)
         return self.tools()
 
     def accept_tools(self) -> list[str]:
         """Accept the current tool list (loop thread); returns the tools that were pending."""
-        accepted = self.pending_tools
         conn = self._conn
-        if conn is not None:
-            self._accepted = {name: spec.fingerprint for name, spec in conn.tools.items()}
-        self._flagged = {}
-        return accepted
+        return self._guard.accept(conn.tools if conn is not None else None)
 
     async def _on_message(self, message: Any) -> None:
         import mcp_types as types
@@ -445,7 +361,7 @@ class McpConnectionService:
             logger.warning("MCP server %s: re-listing tools failed: %s", self.name, exc)
 
     # --- calls ----------------------------------------------------------------------------------------
-    async def _wait_ready(self) -> _Connection:
+    async def _wait_ready(self) -> Connection:
         while True:
             conn = self._conn
             if self._state is ConnectionState.READY and conn is not None and not conn.wake.is_set():
@@ -469,11 +385,12 @@ class McpConnectionService:
                 raise McpServerUnavailable(f"MCP server '{self.name}' failed to start: {exc.reason}") from exc
         timeout = self.config.tool_timeout_sec
         began = time.monotonic()
-        with self._span(tool, traceparent), trio.move_on_after(timeout) as scope:
+        span = call_span(self._tracer_provider, self.name, tool, traceparent)
+        with span, trio.move_on_after(timeout) as scope:
             conn = await self._wait_ready()
             if tool not in conn.tools:
                 raise McpUnknownTool(f"MCP server '{self.name}' has no tool '{tool}'")
-            if tool in self._flagged:
+            if self._guard.is_flagged(tool):
                 raise McpToolChanged(
                     f"tool '{tool}' of MCP server '{self.name}' changed since it was approved;"
                     f" accept the new tool list (accept_tools('{self.name}')) before calling it"
@@ -484,7 +401,7 @@ class McpConnectionService:
                 if conn.crashed:
                     raise McpCallFailed(
                         f"MCP server '{self.name}' exited during the call to '{tool}'"
-                        f" ({_crash_reason(conn)});"
+                        f" ({conn.crash_reason()});"
                         " it is being restarted"
                     ) from exc
                 raise McpCallFailed(f"MCP server '{self.name}' failed the call to '{tool}': {exc}") from exc
@@ -495,32 +412,9 @@ class McpConnectionService:
             f" raise tool_timeout_sec in [mcp_servers.{self.name}] if it needs longer"
         )
 
-    @contextmanager
-    def _span(self, tool: str, traceparent: str) -> Iterator[None]:
-        if not traceparent:
-            yield
-            return
-        from opentelemetry import propagate, trace
-
-        provider = self._tracer_provider or trace.get_tracer_provider()
-        tracer = provider.get_tracer(TRACER_NAME)
-        parent = propagate.extract({"traceparent": traceparent})
-        attributes = {"mcp.server": self.name, "mcp.tool": tool}
-        with tracer.start_as_current_span(
-            f"mcp.tools/call {tool}", context=parent, kind=trace.SpanKind.CLIENT, attributes=attributes
-        ):
-            yield
-
     def resolve_elicitation(self, request_id: str, action: str | int, content_json: str = "") -> bool:
         """Answer a pending elicitation of this server (any thread); False when it is not pending."""
         return self.elicitation.resolve(request_id, action, content_json)
-
-
-def _crash_reason(conn: _Connection) -> str:
-    transport = conn.transport
-    if isinstance(transport, StdioTransport) and transport.exit_description:
-        return f"server process {transport.exit_description}"
-    return "server closed the connection"
 
 
 def _client_info() -> Any:

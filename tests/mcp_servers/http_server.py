@@ -7,6 +7,9 @@ Usage: http_server.py TOKEN. It binds 127.0.0.1 port 0, prints the port on one s
 import socket
 import sys
 
+#: Listen backlog of the test server's socket.
+BACKLOG = 64
+
 
 def main() -> None:
     """Bind, print the port, serve until killed."""
@@ -41,6 +44,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    sock.listen(BACKLOG)  # connections queue from now on, before uvicorn runs: the port can be used at once
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(guarded, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
