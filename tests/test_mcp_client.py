@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import trio
@@ -45,6 +46,14 @@ async def test_start_list_and_call() -> None:
         assert bad.is_error
     statuses = [event.status for event in events.of(mcp_pb2.McpStartupUpdate)]
     assert statuses == [mcp_pb2.MCP_STARTUP_STATUS_STARTING, mcp_pb2.MCP_STARTUP_STATUS_READY]
+
+
+async def test_cwd_and_env_reach_the_server(tmp_path: Path) -> None:
+    config = toolbox(cwd=str(tmp_path), env={"TOOLBOX_GREETING": "hello"})
+    async with McpConnectionService(config, Events()) as service:
+        with trio.fail_after(START_BOUND_S):
+            await service.start()
+        assert (await service.call_tool("where")).text == f"{tmp_path} hello"
 
 
 async def test_pypi_time_server_listed_and_called() -> None:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from actors._mcp_client import McpConnectionService
-from actors._mcp_errors import McpToolChanged
+from actors._mcp_errors import McpCallFailed, McpToolChanged
 from protos.supervisor.v1 import mcp_pb2
 from tests.mcp_servers.fixtures import Events, toolbox
 
@@ -54,7 +54,7 @@ async def test_changed_tool_list_after_restart_is_flagged() -> None:
         await service.list_tools(refresh=True)
         assert service.accept_tools() == ["echo"]  # now the mutated description is the accepted one
         with trio.fail_after(START_BOUND_S):
-            with pytest.raises(Exception):  # noqa: B017 - the crash itself is tested elsewhere
+            with pytest.raises(McpCallFailed):
                 await service.call_tool("crash")
             while not events.of(mcp_pb2.McpServerRestarted):
                 await trio.sleep(0.01)

@@ -6,7 +6,7 @@ Flags (each a real behaviour, not a mock):
   --exit-on-start   write to stderr and exit with code 3 before serving
   --describe TEXT   description of the `echo` tool (so two runs can offer different tool lists)
 
-Tools: add, echo, word_count, sleep, big (oversized output), crash (exits mid-call), pid, mutate (changes the
+Tools: add, echo, word_count, sleep, big (oversized output), crash (exits mid-call), pid, where, mutate (changes the
 `echo` description and announces tools/list_changed), ask (elicitation through the SDK's Resolve/Elicit).
 """
 
@@ -84,6 +84,11 @@ def build(echo_description: str):  # type: ignore[no-untyped-def]
     def crash() -> str:
         """Exit the server process in the middle of the call."""
         os._exit(1)
+
+    @app.tool()
+    def where() -> str:
+        """The server's working directory and its TOOLBOX_GREETING variable."""
+        return f"{os.getcwd()} {os.environ.get('TOOLBOX_GREETING', '')}"
 
     @app.tool()
     def pid() -> int:
