@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key (TOML value), e.g. -c approval_policy=never")
         p.add_argument("--json", action="store_true", help="print one JSON object per line (codex exec --json shape)")
         p.add_argument("--all-events", action="store_true", help="with --json: also print events with no JSONL item")
+        p.add_argument("--trace", action="store_true",
+                       help="record OpenTelemetry spans (in memory) so the session has a trace id to show")
 
     run = sub.add_parser("run", help="run a session in this process and print its events")
     run.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the task to run")
@@ -83,16 +85,23 @@ def _runtime(args: argparse.Namespace) -> Any:
     return SessionRuntime(RuntimeOptions(home=_home(args)))
 
 
-def _print_event(event: Any, args: argparse.Namespace, translator: Any, console: Any) -> None:
+def _print_event(event: Any, args: argparse.Namespace, translator: Any, console: Any, view: Any) -> None:
     if args.json:
         for obj in translator.translate(event):
             print(json.dumps(obj), flush=True)
         return
-    from actors._render import render_event
+    view.update(event)
+    if event.WhichOneof("msg") in ("warning", "error", "deprecation_notice"):
+        from actors._render import render_event
 
-    line = render_event(event)
-    if line:
-        console.print(line)
+        console.print(render_event(event))
+
+
+def _install_tracer() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
 
 
 def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> int:
@@ -100,11 +109,16 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
-    console = None
+    console = view = None
     if not args.json:
         from rich.console import Console
 
+        from actors._progress import ProgressView
+
         console = Console(highlight=False)
+        view = ProgressView(console)
+    if args.trace:
+        _install_tracer()
     runtime = _runtime(args)
     translator = JsonlTranslator(verbose=args.all_events)
     exit_code = 0
@@ -123,14 +137,24 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         timer = threading.Timer(RUN_TIMEOUT_S, stop.set)
         timer.daemon = True
         timer.start()
-        for event in runtime.stream(sid, started.configured_seq, stop=stop):
-            _print_event(event, args, translator, console)
-            kind = event.WhichOneof("msg")
-            if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
-                exit_code = 0 if kind == "turn_completed" else 1
-                break
+        if view is not None:
+            view.__enter__()
+        try:
+            for event in runtime.stream(sid, started.configured_seq, stop=stop):
+                _print_event(event, args, translator, console, view)
+                kind = event.WhichOneof("msg")
+                if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
+                    exit_code = 0 if kind == "turn_completed" else 1
+                    break
+        finally:
+            if view is not None:
+                view.__exit__(None, None, None)
         timer.cancel()
         runtime.stop_session(sid)
+        if view is not None and console is not None:
+            console.print(view.render_tree())
+            if view.final_message:
+                console.print(view.final_message, markup=False)
     except SupervisorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         exit_code = 2

@@ -117,11 +117,13 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
         services["agent_registry"] = registry
         history = list(session.setup.history) if request.fork_context else []
         with _tracing.span("agent.spawn", request.traceparent, new_root_if_untraced=False,
-                           attributes={"agent.nickname": nickname, "agent.depth": depth}) as spawn_tp:
+                           attributes={"agent.nickname": nickname, "agent.depth": depth}) as spawn_tp, \
+                _tracing.span("subagent.session", spawn_tp, new_root_if_untraced=False,
+                              attributes={"session.id": agent_id, "agent.path": agent_path}) as session_tp:
             setup = SessionSetup(
                 session_id=agent_id, start_kind="new", configuration=configuration,
                 constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
-                start_traceparent=spawn_tp, agent_path=agent_path, services=services, history=history,
+                start_traceparent=session_tp, agent_path=agent_path, services=services, history=history,
                 on_exit=session.setup.services.get("forget_session"), relay=session.relay,
             )
             restart = Restart.TRANSIENT if settings.get("restart", "") == "transient" else Restart.TEMPORARY
@@ -141,7 +143,7 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
     session.emit(agents_pb2.AgentSpawned(agent=info))
     if request.message:
         child_ref.tell(envelope_pb2.Envelope(
-            sender=session.setup.agent_path, trace=envelope_pb2.TraceContext(traceparent=spawn_tp),
+            sender=session.setup.agent_path, trace=envelope_pb2.TraceContext(traceparent=session_tp),
             submit=session_pb2.SubmitRequest(session_id=agent_id, input=request.message)))
     return agents_pb2.SpawnAgentResponse(agent_id=agent_id, nickname=nickname)
 
@@ -176,7 +178,8 @@ def wait(session: SessionSupervisor, request: agents_pb2.WaitAgentsRequest) -> c
     timeout_s = (request.timeout_ms or 30_000) / 1000
 
     async def waiting() -> agents_pb2.WaitAgentsResponse:
-        finished, timed_out = await registry.wait(ids, timeout_s)
+        wait_for = registry.wait_all if request.all else registry.wait
+        finished, timed_out = await wait_for(ids, timeout_s)
         return agents_pb2.WaitAgentsResponse(finished=finished, timed_out=timed_out)
 
     return get_host().submit(waiting)
@@ -274,8 +277,9 @@ class AgentTools:
             ToolSpec("send_input", "Send more input to a subagent.",
                      obj({"agent_id": text, "message": text, "interrupt": {"type": "boolean"}},
                          ["agent_id", "message"])),
-            ToolSpec("wait", "Wait until one of the subagents finishes (or the timeout).",
-                     obj({"agent_ids": {"type": "array", "items": text}, "timeout_ms": {"type": "integer"}}, [])),
+            ToolSpec("wait", "Wait until one of the subagents finishes (all of them with all=true), or the timeout.",
+                     obj({"agent_ids": {"type": "array", "items": text}, "timeout_ms": {"type": "integer"},
+                          "all": {"type": "boolean"}}, [])),
             ToolSpec("close_agent", "Close a subagent; returns its previous status.", obj({"agent_id": text},
                                                                                           ["agent_id"])),
             ToolSpec("resume_agent", "Resume a closed subagent from its log.", obj({"agent_id": text}, ["agent_id"])),
@@ -320,7 +324,8 @@ class AgentTools:
             self._registry.get(str(agent_id))
         if not ids:
             ids = [r.info.agent_id for r in self._registry.children_of(self._session_id)]
-        finished, timed_out = await self._registry.wait([str(i) for i in ids], timeout_s)
+        wait_for = self._registry.wait_all if args.get("all") else self._registry.wait
+        finished, timed_out = await wait_for([str(i) for i in ids], timeout_s)
         return {"finished": [self._info(i) for i in finished], "timed_out": timed_out}
 
     async def close_agent(self, args: dict[str, Any], ctx: Any) -> dict[str, Any]:

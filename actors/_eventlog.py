@@ -173,7 +173,8 @@ class EventLog:
             seq = self._next_seq.get(session_id)
             if seq is None:
                 raise SessionClosed(f"session {session_id} is not open for appending")
-            event.session_id = session_id
+            if not event.session_id:  # relayed copies keep the id of the subagent that emitted them
+                event.session_id = session_id
             event.seq = seq
             event.time.GetCurrentTime()
             self._db.execute(

@@ -34,6 +34,13 @@ class JsonlTranslator:
         """The JSONL objects for one event (possibly none)."""
         kind = event.WhichOneof("msg")
         out: list[dict[str, Any]] = []
+        relayed = bool(event.agent_path) and event.agent_path != "/root"
+        if relayed and kind in ("session_configured", "turn_started", "turn_completed", "turn_aborted"):
+            # a subagent's thread and turns are its own; the parent's stream shows its items only
+            if self.verbose:
+                out.append({"type": f"event.{kind}", "seq": event.seq, "agent_path": event.agent_path,
+                            "session_id": event.session_id})
+            return out
         if kind == "session_configured":
             out.append({"type": "thread.started", "thread_id": event.session_id})
         elif kind == "turn_started":

@@ -189,6 +189,19 @@ class AgentRegistry:
                 await changed.wait()
         return self._final(agent_ids), True
 
+    async def wait_all(self, agent_ids: list[str], timeout_s: float) -> tuple[list[agents_pb2.AgentInfo], bool]:
+        """On the trio loop: wait until every agent is final (or the timeout); returns those final."""
+        with trio.move_on_after(min(timeout_s, MAX_WAIT_S)):
+            while True:
+                changed = self._changed
+                if changed is None:
+                    changed = self._changed = trio.Event()
+                finished = self._final(agent_ids)
+                if len(finished) == len(agent_ids):
+                    return finished, False
+                await changed.wait()
+        return self._final(agent_ids), True
+
     def _final(self, agent_ids: list[str]) -> list[agents_pb2.AgentInfo]:
         with self._lock:
             out = []

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/supervisor/v1/agents.proto\x12\rsupervisor.v1\"\xb7\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nagent_path\x18\x04 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\r\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\x12\x14\n\x0clast_message\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x04\"7\n\x0c\x41gentSpawned\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\"k\n\x12\x41gentStatusChanged\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\x12,\n\x08previous\x18\x02 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\"\x86\x01\n\x11SpawnAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nagent_type\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\x0c\x66ork_context\x18\x05 \x01(\x08\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\"8\n\x12SpawnAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08nickname\x18\x02 \x01(\t\"a\n\x15SendAgentInputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\")\n\x16SendAgentInputResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"N\n\x11WaitAgentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tagent_ids\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x04\"S\n\x12WaitAgentsResponse\x12*\n\x08\x66inished\x18\x01 \x03(\x0b\x32\x18.supervisor.v1.AgentInfo\x12\x11\n\ttimed_out\x18\x02 \x01(\x08\"9\n\x11\x43loseAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"B\n\x12\x43loseAgentResponse\x12,\n\x08previous\x18\x01 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\":\n\x12ResumeAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\">\n\x13ResumeAgentResponse\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\"\'\n\x11ListAgentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.supervisor.v1.AgentInfo*\xb3\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41GENT_STATUS_PENDING_INIT\x10\x01\x12\x18\n\x14\x41GENT_STATUS_RUNNING\x10\x02\x12\x1a\n\x16\x41GENT_STATUS_COMPLETED\x10\x03\x12\x18\n\x14\x41GENT_STATUS_ERRORED\x10\x04\x12\x17\n\x13\x41GENT_STATUS_CLOSED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/supervisor/v1/agents.proto\x12\rsupervisor.v1\"\xb7\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nagent_path\x18\x04 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x05 \x01(\r\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\x12\x14\n\x0clast_message\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x04\"7\n\x0c\x41gentSpawned\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\"k\n\x12\x41gentStatusChanged\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\x12,\n\x08previous\x18\x02 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\"\x86\x01\n\x11SpawnAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nagent_type\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\x0c\x66ork_context\x18\x05 \x01(\x08\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\"8\n\x12SpawnAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08nickname\x18\x02 \x01(\t\"a\n\x15SendAgentInputRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tinterrupt\x18\x04 \x01(\x08\")\n\x16SendAgentInputResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"[\n\x11WaitAgentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tagent_ids\x18\x02 \x03(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x04\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"S\n\x12WaitAgentsResponse\x12*\n\x08\x66inished\x18\x01 \x03(\x0b\x32\x18.supervisor.v1.AgentInfo\x12\x11\n\ttimed_out\x18\x02 \x01(\x08\"9\n\x11\x43loseAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"B\n\x12\x43loseAgentResponse\x12,\n\x08previous\x18\x01 \x01(\x0e\x32\x1a.supervisor.v1.AgentStatus\":\n\x12ResumeAgentRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\">\n\x13ResumeAgentResponse\x12\'\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x18.supervisor.v1.AgentInfo\"\'\n\x11ListAgentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.supervisor.v1.AgentInfo*\xb3\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41GENT_STATUS_PENDING_INIT\x10\x01\x12\x18\n\x14\x41GENT_STATUS_RUNNING\x10\x02\x12\x1a\n\x16\x41GENT_STATUS_COMPLETED\x10\x03\x12\x18\n\x14\x41GENT_STATUS_ERRORED\x10\x04\x12\x17\n\x13\x41GENT_STATUS_CLOSED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.agents_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATUS']._serialized_start=1263
-  _globals['_AGENTSTATUS']._serialized_end=1442
+  _globals['_AGENTSTATUS']._serialized_start=1276
+  _globals['_AGENTSTATUS']._serialized_end=1455
   _globals['_AGENTINFO']._serialized_start=53
   _globals['_AGENTINFO']._serialized_end=236
   _globals['_AGENTSPAWNED']._serialized_start=238
@@ -49,19 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDAGENTINPUTRESPONSE']._serialized_start=698
   _globals['_SENDAGENTINPUTRESPONSE']._serialized_end=739
   _globals['_WAITAGENTSREQUEST']._serialized_start=741
-  _globals['_WAITAGENTSREQUEST']._serialized_end=819
-  _globals['_WAITAGENTSRESPONSE']._serialized_start=821
-  _globals['_WAITAGENTSRESPONSE']._serialized_end=904
-  _globals['_CLOSEAGENTREQUEST']._serialized_start=906
-  _globals['_CLOSEAGENTREQUEST']._serialized_end=963
-  _globals['_CLOSEAGENTRESPONSE']._serialized_start=965
-  _globals['_CLOSEAGENTRESPONSE']._serialized_end=1031
-  _globals['_RESUMEAGENTREQUEST']._serialized_start=1033
-  _globals['_RESUMEAGENTREQUEST']._serialized_end=1091
-  _globals['_RESUMEAGENTRESPONSE']._serialized_start=1093
-  _globals['_RESUMEAGENTRESPONSE']._serialized_end=1155
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1157
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1196
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1198
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1260
+  _globals['_WAITAGENTSREQUEST']._serialized_end=832
+  _globals['_WAITAGENTSRESPONSE']._serialized_start=834
+  _globals['_WAITAGENTSRESPONSE']._serialized_end=917
+  _globals['_CLOSEAGENTREQUEST']._serialized_start=919
+  _globals['_CLOSEAGENTREQUEST']._serialized_end=976
+  _globals['_CLOSEAGENTRESPONSE']._serialized_start=978
+  _globals['_CLOSEAGENTRESPONSE']._serialized_end=1044
+  _globals['_RESUMEAGENTREQUEST']._serialized_start=1046
+  _globals['_RESUMEAGENTREQUEST']._serialized_end=1104
+  _globals['_RESUMEAGENTRESPONSE']._serialized_start=1106
+  _globals['_RESUMEAGENTRESPONSE']._serialized_end=1168
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1170
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1209
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1211
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1273
 # @@protoc_insertion_point(module_scope)

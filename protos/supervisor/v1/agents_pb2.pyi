@@ -282,9 +282,12 @@ class WaitAgentsRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     AGENT_IDS_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     timeout_ms: _builtins.int
     """Timeout in milliseconds (bounded by the server)."""
+    all: _builtins.bool
+    """Wait until ALL of them are final, not just the first (beyond Codex's wait)."""
     @_builtins.property
     def agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Subagents to wait for; empty = all of the session's subagents."""
@@ -295,10 +298,11 @@ class WaitAgentsRequest(_message.Message):
         session_id: _builtins.str = ...,
         agent_ids: _abc.Iterable[_builtins.str] | None = ...,
         timeout_ms: _builtins.int = ...,
+        all: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_ids", b"agent_ids", "session_id", b"session_id", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_ids", b"agent_ids", "all", b"all", "session_id", b"session_id", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
