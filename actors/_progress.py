@@ -108,7 +108,8 @@ class ProgressView:
         from rich.tree import Tree
 
         root = self.agents["/root"]
-        tree = Tree(f"[bold]root[/] {self._line(root)}  [dim]session {self.session_id}  trace {self.trace_id or '-'}[/]")
+        ids = f"[dim]session {self.session_id}  trace {self.trace_id or '-'}[/]"
+        tree = Tree(f"[bold]root[/] {self._line(root)}  {ids}")
         nodes = {"/root": tree}
         for path in sorted(self.agents, key=lambda p: (p.count("/"), p)):
             if path == "/root":
