@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +16,13 @@ import pykka
 import pytest
 
 from actors.trio_host import HOST_THREAD_NAME, get_host
+
+#: A private temporary directory for this test process, so that a test leaving a temp file behind is seen
+#: (and other processes' temp files are not mistaken for ours).
+_PRIVATE_TMP = tempfile.mkdtemp(prefix="session-supervisor-tests-")
+os.environ["TMPDIR"] = _PRIVATE_TMP
+tempfile.tempdir = _PRIVATE_TMP
+atexit.register(shutil.rmtree, _PRIVATE_TMP, True)
 
 #: How long a test's threads, processes and sockets may take to wind down after it ends.
 LEAK_GRACE_S = 5.0
@@ -120,6 +130,7 @@ def no_leaks(shared_trio_host: None) -> Iterator[None]:
     sockets_before = _socket_fds()
     fds_before = _fd_count()
     fd_targets_before = _fd_targets()
+    temp_before = set(os.listdir(_PRIVATE_TMP))
     yield
     alive = pykka.ActorRegistry.get_all()
     pykka.ActorRegistry.stop_all(block=True, timeout=LEAK_GRACE_S)
@@ -133,6 +144,8 @@ def no_leaks(shared_trio_host: None) -> Iterator[None]:
             break
         time.sleep(0.02)  # polling a bounded deadline, not waiting for a fixed time
     assert not alive, f"actors still running after the test: {alive}"
+    temp_left = {n for n in set(os.listdir(_PRIVATE_TMP)) - temp_before if not n.startswith("pytest-")}
+    assert not temp_left, f"temporary files outlived the test: {sorted(temp_left)}"
     assert not threads, f"threads outlived the test: {sorted(t.name for t in threads)}"
     assert not pids, f"processes outlived the test: {sorted(pids)}"
     assert not sockets, f"sockets outlived the test: {sorted(sockets)}"
