@@ -152,7 +152,7 @@ async def test_fanout_demo_plays_root_and_worker_plans() -> None:
     wait = await ask(pb, root)
     (call,) = wait.tool_calls
     assert call.name == "wait"
-    assert call.arguments == {"agent_ids": [f"agent-{i}" for i in range(8)], "timeout_ms": 30000}
+    assert call.arguments == {"agent_ids": [f"agent-{i}" for i in range(8)], "timeout_ms": 30000, "all": True}
     root = feed(root, wait, ["8 completed"])
     summary = await ask(pb, root)
     assert summary.tool_calls == [] and "8 completed" in summary.text and "agent-7" in summary.text

@@ -204,7 +204,7 @@ async def test_agent_tools_play_the_fanout_example(tmp_path: Path) -> None:
     spawned = [args for name, args in agents.calls if name == "spawn_agent"]
     assert len(spawned) == 8 and spawned[0] == {"message": "task 1 of 8: count words", "agent_type": "worker"}
     waited = [args for name, args in agents.calls if name == "wait"]
-    assert waited == [{"agent_ids": [f"agent-{n}" for n in range(1, 9)], "timeout_ms": 30000}]
+    assert waited == [{"agent_ids": [f"agent-{n}" for n in range(1, 9)], "timeout_ms": 30000, "all": True}]
     assert "All 8 workers finished." in result.last_agent_message
     assert "agent-8" in result.last_agent_message and "completed" in result.last_agent_message
 
