@@ -42,8 +42,9 @@ typecheck: $(STAMP)
 proto: $(STAMP)
 	$(PY) protos/generate.py
 
-proto-check: $(STAMP)
+proto-check: $(STAMP) $(NODE_STAMP)
 	$(PY) protos/generate.py --check
+	tests/node/node_modules/.bin/buf lint
 
 pytest: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

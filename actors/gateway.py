@@ -131,7 +131,7 @@ class SessionService:
 
     Exec = ResolveApproval = GetNetworkProxy = ListHooks = _feature
     SpawnAgent = SendAgentInput = WaitAgents = CloseAgent = ResumeAgent = ListAgents = _feature
-    CallMcpTool = ListMcpTools = AcceptMcpTools = ControlMcpServer = ResolveMcpElicitation = _feature
+    McpToolCall = McpListTools = McpAcceptTools = McpServerControl = McpResolveElicitation = _feature
 
     def _ask(self, session_id: str, env: envelope_pb2.Envelope, tp: str, ts: str) -> envelope_pb2.Envelope:
         env.trace.traceparent, env.trace.tracestate = tp, ts

@@ -54,21 +54,21 @@ def test_tools_of_two_servers_are_called_over_grpc(stack: Any) -> None:
     stub, runtime, tmp = stack
     sid = start(stub, tmp, *server("example", EXAMPLE, required=True),
                 'mcp_servers.time.command="' + sys.executable + '"', 'mcp_servers.time.args=["-m", "mcp_server_time"]')
-    tools = {t.name for t in stub.ListMcpTools(mcp_pb2.McpListToolsRequest(session_id=sid), timeout=WAIT_S).tools}
+    tools = {t.name for t in stub.McpListTools(mcp_pb2.McpListToolsRequest(session_id=sid), timeout=WAIT_S).tools}
     assert {"mcp__example__word_count", "mcp__example__add"} <= tools
-    result = stub.CallMcpTool(mcp_pb2.McpToolCallRequest(session_id=sid, tool="mcp__example__word_count",
+    result = stub.McpToolCall(mcp_pb2.McpToolCallRequest(session_id=sid, tool="mcp__example__word_count",
                                                          arguments_json='{"text": "one two three"}'), timeout=WAIT_S)
     assert not result.is_error and "3" in result.text
     deadline = time.monotonic() + WAIT_S
     while not any(t.startswith("mcp__time__") for t in tools) and time.monotonic() < deadline:
-        tools = {t.name for t in stub.ListMcpTools(mcp_pb2.McpListToolsRequest(session_id=sid),
+        tools = {t.name for t in stub.McpListTools(mcp_pb2.McpListToolsRequest(session_id=sid),
                                                    timeout=WAIT_S).tools}
     time_tool = sorted(t for t in tools if t.startswith("mcp__time__get_current"))[0]
-    now = stub.CallMcpTool(mcp_pb2.McpToolCallRequest(session_id=sid, tool=time_tool,
+    now = stub.McpToolCall(mcp_pb2.McpToolCallRequest(session_id=sid, tool=time_tool,
                                                       arguments_json='{"timezone": "UTC"}'), timeout=WAIT_S)
     assert not now.is_error and "UTC" in now.text
     with pytest.raises(grpc.RpcError) as bad_json:
-        stub.CallMcpTool(mcp_pb2.McpToolCallRequest(session_id=sid, tool="mcp__example__add", arguments_json="{"),
+        stub.McpToolCall(mcp_pb2.McpToolCallRequest(session_id=sid, tool="mcp__example__add", arguments_json="{"),
                          timeout=WAIT_S)
     assert bad_json.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)

@@ -134,28 +134,28 @@ class SessionServiceStub:
                 request_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
-        self.CallMcpTool = channel.unary_unary(
-                '/supervisor.v1.SessionService/CallMcpTool',
+        self.McpToolCall = channel.unary_unary(
+                '/supervisor.v1.SessionService/McpToolCall',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.FromString,
                 _registered_method=True)
-        self.ListMcpTools = channel.unary_unary(
-                '/supervisor.v1.SessionService/ListMcpTools',
+        self.McpListTools = channel.unary_unary(
+                '/supervisor.v1.SessionService/McpListTools',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.FromString,
                 _registered_method=True)
-        self.AcceptMcpTools = channel.unary_unary(
-                '/supervisor.v1.SessionService/AcceptMcpTools',
+        self.McpAcceptTools = channel.unary_unary(
+                '/supervisor.v1.SessionService/McpAcceptTools',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.FromString,
                 _registered_method=True)
-        self.ControlMcpServer = channel.unary_unary(
-                '/supervisor.v1.SessionService/ControlMcpServer',
+        self.McpServerControl = channel.unary_unary(
+                '/supervisor.v1.SessionService/McpServerControl',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.FromString,
                 _registered_method=True)
-        self.ResolveMcpElicitation = channel.unary_unary(
-                '/supervisor.v1.SessionService/ResolveMcpElicitation',
+        self.McpResolveElicitation = channel.unary_unary(
+                '/supervisor.v1.SessionService/McpResolveElicitation',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.FromString,
                 _registered_method=True)
@@ -197,6 +197,8 @@ class SessionServiceServicer:
 
     def StreamEvents(self, request, context):
         """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
+        (It streams the Event message itself: the one event type every client and the log share.)
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +241,7 @@ class SessionServiceServicer:
 
     def GetNetworkProxy(self, request, context):
         """Describe the session's network proxy (port and the environment that routes a process through it).
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,35 +296,36 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CallMcpTool(self, request, context):
+    def McpToolCall(self, request, context):
         """Call an MCP tool by its qualified name (mcp__SERVER__TOOL).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListMcpTools(self, request, context):
+    def McpListTools(self, request, context):
         """List the MCP tools the session offers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AcceptMcpTools(self, request, context):
+    def McpAcceptTools(self, request, context):
         """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ControlMcpServer(self, request, context):
+    def McpServerControl(self, request, context):
         """Start, stop or restart one MCP server at runtime.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ResolveMcpElicitation(self, request, context):
+    def McpResolveElicitation(self, request, context):
         """Answer an McpElicitationRequested event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -421,28 +425,28 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_agents__pb2.ListAgentsResponse.SerializeToString,
             ),
-            'CallMcpTool': grpc.unary_unary_rpc_method_handler(
-                    servicer.CallMcpTool,
+            'McpToolCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.McpToolCall,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.SerializeToString,
             ),
-            'ListMcpTools': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListMcpTools,
+            'McpListTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.McpListTools,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.SerializeToString,
             ),
-            'AcceptMcpTools': grpc.unary_unary_rpc_method_handler(
-                    servicer.AcceptMcpTools,
+            'McpAcceptTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.McpAcceptTools,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.SerializeToString,
             ),
-            'ControlMcpServer': grpc.unary_unary_rpc_method_handler(
-                    servicer.ControlMcpServer,
+            'McpServerControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.McpServerControl,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.SerializeToString,
             ),
-            'ResolveMcpElicitation': grpc.unary_unary_rpc_method_handler(
-                    servicer.ResolveMcpElicitation,
+            'McpResolveElicitation': grpc.unary_unary_rpc_method_handler(
+                    servicer.McpResolveElicitation,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.SerializeToString,
             ),
@@ -947,7 +951,7 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
-    def CallMcpTool(request,
+    def McpToolCall(request,
             target,
             options=(),
             channel_credentials=None,
@@ -960,7 +964,7 @@ class SessionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/supervisor.v1.SessionService/CallMcpTool',
+            '/supervisor.v1.SessionService/McpToolCall',
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpToolCallResult.FromString,
             options,
@@ -974,7 +978,7 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
-    def ListMcpTools(request,
+    def McpListTools(request,
             target,
             options=(),
             channel_credentials=None,
@@ -987,7 +991,7 @@ class SessionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/supervisor.v1.SessionService/ListMcpTools',
+            '/supervisor.v1.SessionService/McpListTools',
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpListToolsResponse.FromString,
             options,
@@ -1001,7 +1005,7 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
-    def AcceptMcpTools(request,
+    def McpAcceptTools(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1014,7 +1018,7 @@ class SessionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/supervisor.v1.SessionService/AcceptMcpTools',
+            '/supervisor.v1.SessionService/McpAcceptTools',
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpAcceptToolsResponse.FromString,
             options,
@@ -1028,7 +1032,7 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
-    def ControlMcpServer(request,
+    def McpServerControl(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1041,7 +1045,7 @@ class SessionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/supervisor.v1.SessionService/ControlMcpServer',
+            '/supervisor.v1.SessionService/McpServerControl',
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpServerControlResponse.FromString,
             options,
@@ -1055,7 +1059,7 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
-    def ResolveMcpElicitation(request,
+    def McpResolveElicitation(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1068,7 +1072,7 @@ class SessionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/supervisor.v1.SessionService/ResolveMcpElicitation',
+            '/supervisor.v1.SessionService/McpResolveElicitation',
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_mcp__pb2.McpResolveElicitationResponse.FromString,
             options,

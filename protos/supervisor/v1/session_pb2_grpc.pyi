@@ -52,7 +52,10 @@ class SessionServiceStub:
     Interrupt: _grpc.UnaryUnaryMultiCallable[_session_pb2.InterruptRequest, _session_pb2.InterruptResponse]
     """Abort the running task (TurnAborted, reason "interrupted")."""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_session_pb2.StreamEventsRequest, _events_pb2.Event]
-    """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1."""
+    """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
+    (It streams the Event message itself: the one event type every client and the log share.)
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     StopSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.StopSessionRequest, _session_pb2.StopSessionResponse]
     """Stop a session and its children (reverse start order); its log stays."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]
@@ -64,7 +67,9 @@ class SessionServiceStub:
     ResolveApproval: _grpc.UnaryUnaryMultiCallable[_session_pb2.ResolveApprovalRequest, _session_pb2.ResolveApprovalResponse]
     """Answer a NetworkApprovalRequested event."""
     GetNetworkProxy: _grpc.UnaryUnaryMultiCallable[_session_pb2.SessionNetworkProxyRequest, _network_pb2.GetNetworkProxyResponse]
-    """Describe the session's network proxy (port and the environment that routes a process through it)."""
+    """Describe the session's network proxy (port and the environment that routes a process through it).
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    """
     ListHooks: _grpc.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]
     """List the session's lifecycle hooks and the warnings from loading them."""
     SpawnAgent: _grpc.UnaryUnaryMultiCallable[_agents_pb2.SpawnAgentRequest, _agents_pb2.SpawnAgentResponse]
@@ -79,15 +84,17 @@ class SessionServiceStub:
     """Resume a closed subagent from its log."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]
     """List the session's subagents."""
-    CallMcpTool: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]
-    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
-    ListMcpTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]
+    McpToolCall: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]
+    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL).
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
+    McpListTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]
     """List the MCP tools the session offers."""
-    AcceptMcpTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]
+    McpAcceptTools: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]
     """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
-    ControlMcpServer: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]
+    McpServerControl: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]
     """Start, stop or restart one MCP server at runtime."""
-    ResolveMcpElicitation: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]
+    McpResolveElicitation: _grpc.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]
     """Answer an McpElicitationRequested event."""
 
 @_typing.type_check_only
@@ -107,7 +114,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     Interrupt: _aio.UnaryUnaryMultiCallable[_session_pb2.InterruptRequest, _session_pb2.InterruptResponse]  # type: ignore[assignment]
     """Abort the running task (TurnAborted, reason "interrupted")."""
     StreamEvents: _aio.UnaryStreamMultiCallable[_session_pb2.StreamEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
-    """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1."""
+    """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
+    (It streams the Event message itself: the one event type every client and the log share.)
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
     StopSession: _aio.UnaryUnaryMultiCallable[_session_pb2.StopSessionRequest, _session_pb2.StopSessionResponse]  # type: ignore[assignment]
     """Stop a session and its children (reverse start order); its log stays."""
     GetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]  # type: ignore[assignment]
@@ -119,7 +129,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     ResolveApproval: _aio.UnaryUnaryMultiCallable[_session_pb2.ResolveApprovalRequest, _session_pb2.ResolveApprovalResponse]  # type: ignore[assignment]
     """Answer a NetworkApprovalRequested event."""
     GetNetworkProxy: _aio.UnaryUnaryMultiCallable[_session_pb2.SessionNetworkProxyRequest, _network_pb2.GetNetworkProxyResponse]  # type: ignore[assignment]
-    """Describe the session's network proxy (port and the environment that routes a process through it)."""
+    """Describe the session's network proxy (port and the environment that routes a process through it).
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    """
     ListHooks: _aio.UnaryUnaryMultiCallable[_hooks_pb2.ListHooksRequest, _hooks_pb2.ListHooksResponse]  # type: ignore[assignment]
     """List the session's lifecycle hooks and the warnings from loading them."""
     SpawnAgent: _aio.UnaryUnaryMultiCallable[_agents_pb2.SpawnAgentRequest, _agents_pb2.SpawnAgentResponse]  # type: ignore[assignment]
@@ -134,15 +146,17 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Resume a closed subagent from its log."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_agents_pb2.ListAgentsRequest, _agents_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """List the session's subagents."""
-    CallMcpTool: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]  # type: ignore[assignment]
-    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
-    ListMcpTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]  # type: ignore[assignment]
+    McpToolCall: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpToolCallRequest, _mcp_pb2.McpToolCallResult]  # type: ignore[assignment]
+    """Call an MCP tool by its qualified name (mcp__SERVER__TOOL).
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
+    McpListTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpListToolsRequest, _mcp_pb2.McpListToolsResponse]  # type: ignore[assignment]
     """List the MCP tools the session offers."""
-    AcceptMcpTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]  # type: ignore[assignment]
+    McpAcceptTools: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpAcceptToolsRequest, _mcp_pb2.McpAcceptToolsResponse]  # type: ignore[assignment]
     """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
-    ControlMcpServer: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]  # type: ignore[assignment]
+    McpServerControl: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpServerControlRequest, _mcp_pb2.McpServerControlResponse]  # type: ignore[assignment]
     """Start, stop or restart one MCP server at runtime."""
-    ResolveMcpElicitation: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]  # type: ignore[assignment]
+    McpResolveElicitation: _aio.UnaryUnaryMultiCallable[_mcp_pb2.McpResolveElicitationRequest, _mcp_pb2.McpResolveElicitationResponse]  # type: ignore[assignment]
     """Answer an McpElicitationRequested event."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -189,7 +203,10 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.StreamEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.Event], _abc.AsyncIterator[_events_pb2.Event]]:
-        """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1."""
+        """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
+        (It streams the Event message itself: the one event type every client and the log share.)
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
     @_abc_1.abstractmethod
     def StopSession(
@@ -237,7 +254,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.SessionNetworkProxyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.GetNetworkProxyResponse, _abc.Awaitable[_network_pb2.GetNetworkProxyResponse]]:
-        """Describe the session's network proxy (port and the environment that routes a process through it)."""
+        """Describe the session's network proxy (port and the environment that routes a process through it).
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        """
 
     @_abc_1.abstractmethod
     def ListHooks(
@@ -296,15 +315,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """List the session's subagents."""
 
     @_abc_1.abstractmethod
-    def CallMcpTool(
+    def McpToolCall(
         self,
         request: _mcp_pb2.McpToolCallRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_mcp_pb2.McpToolCallResult, _abc.Awaitable[_mcp_pb2.McpToolCallResult]]:
-        """Call an MCP tool by its qualified name (mcp__SERVER__TOOL)."""
+        """Call an MCP tool by its qualified name (mcp__SERVER__TOOL).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
     @_abc_1.abstractmethod
-    def ListMcpTools(
+    def McpListTools(
         self,
         request: _mcp_pb2.McpListToolsRequest,
         context: _ServicerContext,
@@ -312,7 +333,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """List the MCP tools the session offers."""
 
     @_abc_1.abstractmethod
-    def AcceptMcpTools(
+    def McpAcceptTools(
         self,
         request: _mcp_pb2.McpAcceptToolsRequest,
         context: _ServicerContext,
@@ -320,7 +341,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Accept a server's changed tool list after McpToolsChanged (until then its changed tools are refused)."""
 
     @_abc_1.abstractmethod
-    def ControlMcpServer(
+    def McpServerControl(
         self,
         request: _mcp_pb2.McpServerControlRequest,
         context: _ServicerContext,
@@ -328,7 +349,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Start, stop or restart one MCP server at runtime."""
 
     @_abc_1.abstractmethod
-    def ResolveMcpElicitation(
+    def McpResolveElicitation(
         self,
         request: _mcp_pb2.McpResolveElicitationRequest,
         context: _ServicerContext,
