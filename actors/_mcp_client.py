@@ -75,6 +75,7 @@ class McpConnectionService:
         elicitation_timeout_s: float = DEFAULT_ELICITATION_TIMEOUT_S,
         restart_policy: RestartPolicy | None = None,
         tracer_provider: Any = None,
+        guard: ToolGuard | None = None,
     ) -> None:
         self.config = config
         self._emit = emit
@@ -95,7 +96,8 @@ class McpConnectionService:
         self._watch_done = trio.Event()
         self._watch_done.set()
         self._stop_requested = False
-        self._guard = ToolGuard(config.name, emit, config.tool_enabled)
+        # a guard handed in outlives this service (a restarted actor must not trust a changed list anew)
+        self._guard = guard or ToolGuard(config.name, emit, config.tool_enabled)
         self.last_error = ""
         self.restarts = 0
 

@@ -106,15 +106,16 @@ _APPROVAL_NAMES = {config_pb2.APPROVAL_POLICY_NEVER: "never", config_pb2.APPROVA
 
 
 def mcp_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguration,
-             emit: Callable[[Message], None]) -> tuple[ChildSpec, bool] | None:
-    """The MCP child for every enabled `[mcp_servers.NAME]`, and whether any of them is required."""
+             emit: Callable[[Message], None]) -> Any:
+    """The MCP children (``actors.mcp_connection.McpChildren``: one ``mcp:NAME`` spec per enabled
+    `[mcp_servers.NAME]`, the ``McpTools`` they share, whether any is required), or None without servers."""
     tables = loaded.table("mcp_servers")
     if not tables:
         return None
     from actors._mcp_config import parse_mcp_servers
     from actors._mcp_errors import McpConfigError
     from actors.errors import ConfigError
-    from actors.mcp_connection import mcp_child_spec
+    from actors.mcp_connection import mcp_child_specs
 
     try:
         configs = [c for c in parse_mcp_servers(tables) if c.enabled]
@@ -122,9 +123,8 @@ def mcp_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguratio
         raise ConfigError(str(exc)) from exc
     if not configs:
         return None
-    spec = mcp_child_spec(configs, emit=emit,
-                          approval_policy=_APPROVAL_NAMES.get(configuration.approval_policy, "on-request"))
-    return spec, any(c.required for c in configs)
+    return mcp_child_specs(configs, emit=emit,
+                           approval_policy=_APPROVAL_NAMES.get(configuration.approval_policy, "on-request"))
 
 
 def child_phases(loaded: LoadedConfig | None, configuration: config_pb2.SessionConfiguration, session_id: str,

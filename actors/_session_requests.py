@@ -66,7 +66,17 @@ def _list_hooks(session: SessionSupervisor, request: hooks_pb2.ListHooksRequest)
 
 
 def _mcp(session: SessionSupervisor) -> Any:
-    return _child(session, "mcp", "MCP servers")
+    """The session's ``McpTools`` (over its ``mcp:NAME`` children, or its parent's when shared)."""
+    tools = session.setup.services.get("mcp")
+    if tools is None:
+        raise SessionStateError(f"session {session.session_id} has no MCP servers")
+    return tools
+
+
+def _on_loop(session: SessionSupervisor, name: str, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    """Run ``fn()`` (a coroutine function) on the trio loop in the session's scope, ended with the session."""
+    future: concurrent.futures.Future[Any] = session.run_task(fn, critical=False, name=name)
+    return future
 
 
 def _mcp_call(session: SessionSupervisor, request: mcp_pb2.McpToolCallRequest) -> Reply:
@@ -76,28 +86,36 @@ def _mcp_call(session: SessionSupervisor, request: mcp_pb2.McpToolCallRequest) -
         raise ConfigError(f"arguments_json: not JSON: {exc}") from exc
     if not isinstance(arguments, dict):
         raise ConfigError("arguments_json: must be a JSON object")
-    future: concurrent.futures.Future[Any] = _mcp(session).call_tool(
-        request.tool, arguments, request.traceparent).get(timeout=10)
-    return future
+    tools = _mcp(session)
+    return _on_loop(session, f"mcp:call:{request.tool}",
+                    lambda: tools.call_tool(request.tool, arguments, traceparent=request.traceparent))
 
 
 def _mcp_list(session: SessionSupervisor, request: mcp_pb2.McpListToolsRequest) -> Reply:
-    future: concurrent.futures.Future[Any] = _mcp(session).list_tools().get(timeout=10)
-    return future
+    tools = _mcp(session)
+
+    async def listing() -> mcp_pb2.McpListToolsResponse:
+        return mcp_pb2.McpListToolsResponse(tools=tools.list_tools())
+
+    return _on_loop(session, "mcp:list_tools", listing)
 
 
 def _mcp_accept(session: SessionSupervisor, request: mcp_pb2.McpAcceptToolsRequest) -> Reply:
-    future: concurrent.futures.Future[Any] = _mcp(session).accept_tools(request.server).get(timeout=10)
-    return future
+    tools = _mcp(session)
+
+    async def accept() -> mcp_pb2.McpAcceptToolsResponse:
+        return mcp_pb2.McpAcceptToolsResponse(accepted=tools.accept_tools(request.server))
+
+    return _on_loop(session, "mcp:accept_tools", accept)
 
 
 def _mcp_control(session: SessionSupervisor, request: mcp_pb2.McpServerControlRequest) -> Reply:
-    future: concurrent.futures.Future[Any] = _mcp(session).control(request.server, request.action).get(timeout=10)
-    return future
+    tools = _mcp(session)
+    return _on_loop(session, f"mcp:control:{request.server}", lambda: tools.control(request.server, request.action))
 
 
 def _mcp_elicitation(session: SessionSupervisor, request: mcp_pb2.McpResolveElicitationRequest) -> Reply:
-    resolved = _mcp(session).resolve_elicitation(request.id, request.action, request.content_json).get(timeout=10)
+    resolved = _mcp(session).resolve_elicitation(request.id, request.action, request.content_json)
     return mcp_pb2.McpResolveElicitationResponse(resolved=bool(resolved))
 
 

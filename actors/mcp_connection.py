@@ -1,60 +1,66 @@
-"""McpConnection: a session's MCP servers as a supervised child (a thin wrapper over ``_mcp_manager``).
+"""McpConnection: one MCP server as a supervised child actor of its session (child id ``mcp:NAME``).
 
 Contract:
-- Built from parsed server configurations (``actors._mcp_config.parse_mcp_servers``) plus the session's
-  approval policy. Starting the actor starts one trio task in its own scope that holds an
-  ``McpConnectionManager`` open and starts every eager server in parallel; ``startup()`` returns a
-  ``concurrent.futures.Future`` of the ``StartupReport`` (its ``warnings`` are for the session's Warning
-  event), which fails with ``McpRequiredServersFailed`` when a required server failed. That failure does not
-  fail the actor: the other servers keep serving and the session decides whether to abort.
-- ``call_tool`` / ``list_tools`` / ``accept_tools`` / ``control`` run in the actor's scope and return
-  ``concurrent.futures.Future``s (never blocking the actor's thread); ``resolve_elicitation`` answers at once
-  from any thread. ``manager()`` hands out the manager itself, for trio code (a turn) that awaits calls in
-  its own scope; it must be used on the shared trio loop.
-- Stopping the actor cancels its scope: every server is stopped and its process group killed. A restart by
-  the supervisor starts fresh server processes; accepted tool lists are not kept.
-- Nothing here imports ``mcp`` at module level; the SDK is imported when the first server starts.
+- ``mcp_child_specs`` turns a session's server configurations into one ``ChildSpec`` per enabled server
+  (restart PERMANENT, kind "mcp") plus the session-wide ``McpTools`` (``actors._mcp_facade``) that every one of
+  them attaches to: the session hands that object to tasks as ``services["mcp"]`` and waits on its
+  ``startup`` future (one ``McpStartupComplete``; a required failure fails the start).
+- Starting the actor starts one trio task in the actor's own scope that holds one ``McpConnectionService``
+  open, attaches it to the ``McpTools``, and starts the server when it is ``eager`` (``on_first_use`` servers
+  start on their first call). The session starts its children in parallel, so its servers start in parallel.
+  ``startup()`` returns a ``concurrent.futures.Future`` of this server's ``ServerStart``; a failed start does
+  not fail the actor (the session decides; the service keeps retrying a crashed server itself).
+- A failure of the task (an unexpected error in the connection) fails the actor; its supervisor starts a
+  fresh one with backoff, which attaches a fresh service: calls meanwhile wait for it (see ``McpTools``), the
+  other servers' actors keep serving, and the accepted tool list (the rug-pull guard) is kept.
+- ``call_tool`` / ``control`` run in the actor's scope and return ``concurrent.futures.Future``s (never
+  blocking the actor's thread); ``resolve_elicitation`` answers at once from any thread; ``service()`` hands
+  out the service for trio code on the shared loop.
+- Stopping the actor cancels its scope: the server is stopped and its process group killed.
+- Nothing here imports ``mcp`` at module level; the SDK is imported when the server starts.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 from google.protobuf.message import Message
 
-from actors._mcp_client import RestartPolicy
+from actors._mcp_client import McpConnectionService, RestartPolicy
 from actors._mcp_config import McpServerConfig
 from actors._mcp_elicitation import DEFAULT_ELICITATION_TIMEOUT_S
-from actors._mcp_errors import McpError, McpRequiredServersFailed
-from actors._mcp_manager import McpConnectionManager, StartupReport
+from actors._mcp_errors import McpError, McpStartupError
+from actors._mcp_facade import McpTools
+from actors._mcp_router import ServerStart, startup_outcome
 from actors.supervision import ChildSpec, Restart, SupervisedActor
 from protos.supervisor.v1 import mcp_pb2
 
-__all__ = ["MCP_CHILD_ID", "McpConnection", "mcp_child_spec"]
+__all__ = ["MCP_CHILD_PREFIX", "McpChildren", "McpConnection", "mcp_child_id", "mcp_child_specs"]
 
-#: The child id a session gives its MCP actor.
-MCP_CHILD_ID = "mcp"
+#: Child ids of MCP actors are this prefix plus the server name.
+MCP_CHILD_PREFIX = "mcp:"
+#: ``ServerStart.outcome`` of an ``on_first_use`` server, which does not start with its actor.
+DEFERRED = "deferred"
 
-_STATUS_BY_STATE = {
-    "starting": mcp_pb2.MCP_STARTUP_STATUS_STARTING,
-    "restarting": mcp_pb2.MCP_STARTUP_STATUS_STARTING,
-    "ready": mcp_pb2.MCP_STARTUP_STATUS_READY,
-    "failed": mcp_pb2.MCP_STARTUP_STATUS_FAILED,
-    "stopped": mcp_pb2.MCP_STARTUP_STATUS_UNSPECIFIED,
-}
+
+def mcp_child_id(server: str) -> str:
+    """The child id of one server's actor."""
+    return f"{MCP_CHILD_PREFIX}{server}"
 
 
 class McpConnection(SupervisedActor):
-    """Holds a session's MCP connections open on the shared trio loop."""
+    """Holds one MCP server's connection open on the shared trio loop."""
 
     def __init__(
         self,
         *,
-        configs: Sequence[McpServerConfig],
+        config: McpServerConfig,
         emit: Callable[[Message], None],
+        tools: McpTools | None = None,
         approval_policy: str = "on-request",
         elicitation_timeout_s: float = DEFAULT_ELICITATION_TIMEOUT_S,
         restart_policy: RestartPolicy | None = None,
@@ -62,111 +68,109 @@ class McpConnection(SupervisedActor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._manager = McpConnectionManager(
-            configs,
+        self.config = config
+        #: The session-wide tool namespace this server belongs to (its own when started alone).
+        self.tools = tools if tools is not None else McpTools([config], emit)
+        self._service = McpConnectionService(
+            config,
             emit,
             approval_policy=approval_policy,
             elicitation_timeout_s=elicitation_timeout_s,
             restart_policy=restart_policy,
             tracer_provider=tracer_provider,
+            guard=self.tools.guard(config.name),
         )
-        self._startup: concurrent.futures.Future[StartupReport] = concurrent.futures.Future()
+        self._startup: concurrent.futures.Future[ServerStart] = concurrent.futures.Future()
 
     def on_start(self) -> None:
-        """Start the task that holds the connections open and starts the eager servers."""
-        self.run_task(self._serve, critical=True, name="mcp:serve")
+        """Start the task that holds the connection open (and starts an eager server)."""
+        self.run_task(self._serve, critical=True, name=mcp_child_id(self.config.name))
 
     async def _serve(self) -> None:
+        service, eager = self._service, self.config.start == "eager"
         try:
-            async with self._manager:
-                try:
-                    report = await self._manager.start_all()
-                except McpRequiredServersFailed as exc:
-                    self._startup.set_exception(exc)
+            async with service:
+                self.tools.attach(service)
+                if eager:
+                    error: str | None = None
+                    try:
+                        await service.start()
+                    except McpStartupError as exc:
+                        error = exc.reason
+                    start = startup_outcome(service, error)
+                    self.tools.report_start(start)
                 else:
-                    self._startup.set_result(report)
+                    start = ServerStart(service.name, DEFERRED, required=self.config.required)
+                self._startup.set_result(start)
                 await trio.sleep_forever()
         finally:
+            self.tools.detach(service)
+            if eager:  # ignored unless this server had not reported yet (stopped during its first start)
+                self.tools.report_start(ServerStart(service.name, "cancelled", required=self.config.required))
             if not self._startup.done():
-                self._startup.set_exception(McpError("MCP connections stopped before start-up completed"))
+                self._startup.set_exception(McpError(f"MCP server '{service.name}' stopped before it started"))
 
-    def startup(self) -> concurrent.futures.Future[StartupReport]:
-        """Resolves when every eager server is ready or failed; fails with ``McpRequiredServersFailed``."""
+    def startup(self) -> concurrent.futures.Future[ServerStart]:
+        """Resolves when this server's first start returned (at once for ``on_first_use``)."""
         return self._startup
 
-    def manager(self) -> McpConnectionManager:
-        """The manager, for trio code on the shared loop."""
-        return self._manager
+    def service(self) -> McpConnectionService:
+        """This server's connection, for trio code on the shared loop."""
+        return self._service
 
     def call_tool(
-        self, qualified_name: str, arguments: dict[str, Any] | None = None, traceparent: str = ""
+        self, tool: str, arguments: dict[str, Any] | None = None, traceparent: str = ""
     ) -> concurrent.futures.Future[mcp_pb2.McpToolCallResult]:
-        """Call a tool by qualified name in this actor's scope."""
+        """Call one of this server's tools (its own name, not the qualified one) in this actor's scope."""
 
         async def call() -> mcp_pb2.McpToolCallResult:
-            return await self._manager.call_tool(qualified_name, arguments, traceparent=traceparent)
+            return await self._service.call_tool(tool, arguments, traceparent=traceparent)
 
-        return self.run_task(call, critical=False, name=f"mcp:{qualified_name}")
-
-    def list_tools(self, refresh: bool = False) -> concurrent.futures.Future[mcp_pb2.McpListToolsResponse]:
-        """Every callable tool (listed again first with ``refresh``), as an ``McpListToolsResponse``."""
-
-        async def listing() -> mcp_pb2.McpListToolsResponse:
-            tools = await self._manager.refresh_tools() if refresh else self._manager.list_tools()
-            return mcp_pb2.McpListToolsResponse(tools=tools)
-
-        return self.run_task(listing, critical=False, name="mcp:list_tools")
-
-    def accept_tools(self, server: str) -> concurrent.futures.Future[mcp_pb2.McpAcceptToolsResponse]:
-        """Accept a server's changed tool list (after ``McpToolsChanged``)."""
-
-        async def accept() -> mcp_pb2.McpAcceptToolsResponse:
-            return mcp_pb2.McpAcceptToolsResponse(accepted=self._manager.accept_tools(server))
-
-        return self.run_task(accept, critical=False, name="mcp:accept_tools")
+        return self.run_task(call, critical=False, name=f"{mcp_child_id(self.config.name)}:{tool}")
 
     def control(
-        self, server: str, action: mcp_pb2.McpServerAction.ValueType
+        self, action: mcp_pb2.McpServerAction.ValueType
     ) -> concurrent.futures.Future[mcp_pb2.McpServerControlResponse]:
-        """Start, stop or restart one server; the response carries its status afterwards (or the error)."""
-
-        async def act() -> mcp_pb2.McpServerControlResponse:
-            error = ""
-            try:
-                if action == mcp_pb2.MCP_SERVER_ACTION_START:
-                    await self._manager.start_server(server)
-                elif action == mcp_pb2.MCP_SERVER_ACTION_STOP:
-                    await self._manager.stop_server(server)
-                elif action == mcp_pb2.MCP_SERVER_ACTION_RESTART:
-                    await self._manager.restart_server(server)
-                else:
-                    raise McpError(f"unknown MCP server action {action}")
-            except McpError as exc:
-                error = str(exc)
-            service = self._manager.services.get(server)
-            status = _STATUS_BY_STATE[service.state.value] if service is not None else 0
-            return mcp_pb2.McpServerControlResponse(status=status, error=error)  # type: ignore[arg-type]
-
-        return self.run_task(act, critical=False, name=f"mcp:control:{server}")
+        """Start, stop or restart this server; the response carries its status afterwards (or the error)."""
+        return self.run_task(self.tools.control, self.config.name, action, critical=False,
+                             name=f"{mcp_child_id(self.config.name)}:control")
 
     def resolve_elicitation(self, request_id: str, action: str | int, content_json: str = "") -> bool:
-        """Answer a pending elicitation (thread-safe, immediate); False when no server has it pending."""
-        return self._manager.resolve_elicitation(request_id, action, content_json)
+        """Answer a pending elicitation of this server (thread-safe, immediate); False when not pending."""
+        return self._service.resolve_elicitation(request_id, action, content_json)
 
 
-def mcp_child_spec(
+@dataclass(frozen=True)
+class McpChildren:
+    """A session's MCP children: one spec per enabled server and the namespace they share."""
+
+    specs: list[ChildSpec]
+    tools: McpTools
+
+    @property
+    def required(self) -> bool:
+        """Whether any server is ``required``."""
+        return self.tools.required
+
+
+def mcp_child_specs(
     configs: Sequence[McpServerConfig],
     *,
     emit: Callable[[Message], None],
     approval_policy: str = "on-request",
     **options: Any,
-) -> ChildSpec:
-    """The ``ChildSpec`` of a session's ``McpConnection`` (``options``: elicitation_timeout_s, restart_policy,
-    tracer_provider)."""
-    return ChildSpec(
-        child_id=MCP_CHILD_ID,
-        actor_class=McpConnection,
-        kwargs={"configs": list(configs), "emit": emit, "approval_policy": approval_policy, **options},
-        restart=Restart.PERMANENT,
-        kind="mcp",
-    )
+) -> McpChildren:
+    """One ``McpConnection`` child spec per enabled server (``options``: elicitation_timeout_s,
+    restart_policy, tracer_provider), all attached to one new ``McpTools``."""
+    tools = McpTools(configs, emit)
+    specs = [
+        ChildSpec(
+            child_id=mcp_child_id(config.name),
+            actor_class=McpConnection,
+            kwargs={"config": config, "emit": emit, "tools": tools, "approval_policy": approval_policy, **options},
+            restart=Restart.PERMANENT,
+            kind="mcp",
+        )
+        for config in tools.configs.values()
+    ]
+    return McpChildren(specs=specs, tools=tools)

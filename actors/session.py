@@ -272,19 +272,20 @@ class SessionSupervisor(Supervisor):
                 phase2.append(hooks[0])
                 setup.warnings.extend(hooks[1])
             mcp = kids.mcp_spec(loaded, self.configuration, self.emit)
-            if mcp is not None:
-                phase2.append(mcp[0])
-                self._mcp_required = mcp[1]
+            if mcp is not None:  # one child per server; tasks (and subagents) reach them through one McpTools
+                phase2.extend(mcp.specs)
+                setup.services["mcp"] = mcp.tools
+                self._mcp_required = mcp.required
         phase2.extend(setup.children)
         if phase2:
             self.start_children(phase2)
 
     def _await_mcp_startup(self) -> None:
         """MCP servers start in the background; a required one that fails fails this start (transactional)."""
-        ref = self.child_ref("mcp")
-        if ref is None:
+        tools = self.setup.services.get("mcp")
+        if tools is None or self.setup.services.get("inherit") is not None:  # none, or the parent's (shared)
             return
-        startup: concurrent.futures.Future[Any] = ref.proxy().startup().get(timeout=CHILD_CALL_TIMEOUT_S)
+        startup: concurrent.futures.Future[Any] = tools.startup
 
         def warn(done: concurrent.futures.Future[Any]) -> None:
             if done.exception() is None:
@@ -325,9 +326,7 @@ class SessionSupervisor(Supervisor):
         hooks = self._child_call("hooks", "runner")
         if hooks is not None:
             services["hooks"] = hooks
-        mcp = self._child_call("mcp", "manager")
-        if mcp is not None:
-            services["mcp"] = mcp
+        # services["mcp"] (the McpTools of the mcp:NAME children, or a parent's) comes with setup.services
         from actors._agent_control import AgentTools, registry_for
 
         services["agents"] = AgentTools(self.actor_ref, self.session_id, registry_for(self))

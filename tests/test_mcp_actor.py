@@ -1,4 +1,5 @@
-"""McpConnection: a session's MCP servers as a supervised pykka child on the shared trio loop."""
+"""McpConnection: one MCP server as a supervised pykka child on the shared trio loop, and the McpTools
+namespace its session routes through."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pykka
 import pytest
 
-from actors._mcp_errors import McpRequiredServersFailed
-from actors._mcp_manager import McpConnectionManager
+from actors._mcp_errors import McpRequiredServersFailed, McpServerUnavailable
+from actors._mcp_facade import McpTools
 from actors._mcp_process import has_exited
-from actors.mcp_connection import MCP_CHILD_ID, McpConnection, mcp_child_spec
+from actors.mcp_connection import McpConnection, mcp_child_specs
 from actors.supervision import start_actor
 from actors.trio_host import get_host
 from protos.supervisor.v1 import mcp_pb2
@@ -33,59 +35,74 @@ def _wait_for(predicate: object, bound: float = WAIT_BOUND_S) -> bool:
     return False
 
 
-def test_actor_starts_servers_serves_calls_and_kills_them_on_stop() -> None:
+def _start_all(tools: McpTools, specs: list, sink: Events) -> list[pykka.ActorRef]:  # type: ignore[type-arg]
+    return [start_actor(spec.actor_class(child_id=spec.child_id, **spec.kwargs)) for spec in specs]
+
+
+def test_actors_attach_to_one_namespace_serve_calls_and_kill_servers_on_stop() -> None:
     sink = Events()
-    actor = McpConnection(configs=[toolbox("a"), toolbox("b", start="on_first_use")], emit=sink)
-    ref = start_actor(actor)
+    children = mcp_child_specs([toolbox("a"), toolbox("b", start="on_first_use")], emit=sink)
+    tools = children.tools
+    assert [spec.child_id for spec in children.specs] == ["mcp:a", "mcp:b"]
+    refs = _start_all(tools, children.specs, sink)
+    host = get_host()
     try:
-        proxy = ref.proxy()
-        report = proxy.startup().get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
+        report = tools.startup.result(WAIT_BOUND_S)
         assert report.ready == ["a"] and report.warnings == []
-        result = proxy.call_tool("mcp__a__add", {"a": 2, "b": 3}).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
-        assert result.text == "5"
-        lazy = proxy.call_tool("mcp__b__echo", {"text": "hi"}).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
+        assert host.call(tools.call_tool, "mcp__a__add", {"a": 2, "b": 3}, timeout=WAIT_BOUND_S).text == "5"
+        lazy = host.call(tools.call_tool, "mcp__b__echo", {"text": "hi"}, timeout=WAIT_BOUND_S)
         assert lazy.text == "hi" and lazy.server == "b"
-        listing = proxy.list_tools().get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
-        assert {"mcp__a__add", "mcp__b__add"} <= {tool.name for tool in listing.tools}
-        manager = proxy.manager().get(timeout=WAIT_BOUND_S)
-        assert isinstance(manager, McpConnectionManager)
-        pids = [manager.service("a").pid, manager.service("b").pid]
-        stopped = proxy.control("b", mcp_pb2.MCP_SERVER_ACTION_STOP).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
+        listing = {tool.name for tool in tools.list_tools()}
+        assert {"mcp__a__add", "mcp__b__add"} <= listing
+        direct = refs[0].proxy().call_tool("add", {"a": 1, "b": 1}).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
+        assert direct.text == "2"
+        pids = [tools.service("a").pid, tools.service("b").pid]
+        b = refs[1].proxy()
+        stopped = b.control(mcp_pb2.MCP_SERVER_ACTION_STOP).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
         assert stopped.status == mcp_pb2.MCP_STARTUP_STATUS_UNSPECIFIED and stopped.error == ""
-        restarted = proxy.control("b", mcp_pb2.MCP_SERVER_ACTION_RESTART).get(timeout=WAIT_BOUND_S)
+        restarted = b.control(mcp_pb2.MCP_SERVER_ACTION_RESTART).get(timeout=WAIT_BOUND_S)
         assert restarted.result(WAIT_BOUND_S).status == mcp_pb2.MCP_STARTUP_STATUS_READY
-        unknown = proxy.control("zz", mcp_pb2.MCP_SERVER_ACTION_START).get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
+        unknown = host.call(tools.control, "zz", mcp_pb2.MCP_SERVER_ACTION_START, timeout=WAIT_BOUND_S)
         assert "no enabled MCP server named 'zz'" in unknown.error
-        pids.append(manager.service("b").pid)
+        pids.append(tools.service("b").pid)
     finally:
-        ref.stop(timeout=WAIT_BOUND_S)
+        for ref in reversed(refs):
+            ref.stop(timeout=WAIT_BOUND_S)
     assert all(pid is not None for pid in pids)
     assert _wait_for(lambda: all(has_exited(pid) for pid in pids if pid is not None))
+    assert _wait_for(lambda: tools.services == {})  # every actor detached its service when its scope closed
+    with pytest.raises(McpServerUnavailable, match="'a' is restarting"):
+        tools.service("a")
     complete = sink.of(mcp_pb2.McpStartupComplete)
     assert len(complete) == 1 and list(complete[0].ready) == ["a"]
 
 
-def test_required_failure_is_reported_by_startup_not_by_the_actor() -> None:
-    actor = McpConnection(configs=[toolbox("bad", "--exit-on-start", required=True), toolbox("ok")], emit=Events())
-    ref = start_actor(actor)
+def test_required_failure_is_reported_by_startup_not_by_the_actors() -> None:
+    sink = Events()
+    children = mcp_child_specs([toolbox("bad", "--exit-on-start", required=True), toolbox("ok")], emit=sink)
+    assert children.required
+    refs = _start_all(children.tools, children.specs, sink)
     try:
-        startup = ref.proxy().startup().get(timeout=WAIT_BOUND_S)
         with pytest.raises(McpRequiredServersFailed, match="required MCP servers failed to initialize: bad: "):
-            startup.result(WAIT_BOUND_S)
-        assert ref.is_alive()
-        call = ref.proxy().call_tool("mcp__ok__add", {"a": 1, "b": 1}).get(timeout=WAIT_BOUND_S)
-        assert call.result(WAIT_BOUND_S).text == "2"
+            children.tools.startup.result(WAIT_BOUND_S)
+        assert all(ref.is_alive() for ref in refs)
+        answer = get_host().call(children.tools.call_tool, "mcp__ok__add", {"a": 1, "b": 1}, timeout=WAIT_BOUND_S)
+        assert answer.text == "2"
+        assert refs[0].proxy().startup().get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S).outcome == "failed"
     finally:
-        ref.stop(timeout=WAIT_BOUND_S)
+        for ref in reversed(refs):
+            ref.stop(timeout=WAIT_BOUND_S)
+    complete = sink.of(mcp_pb2.McpStartupComplete)
+    assert len(complete) == 1 and [f.server for f in complete[0].failed] == ["bad"]
 
 
 def test_elicitation_answered_through_the_actor() -> None:
     sink = Events()
-    ref = start_actor(McpConnection(configs=[toolbox("asker")], emit=sink))
+    ref = start_actor(McpConnection(config=toolbox("asker"), emit=sink))
     try:
         proxy = ref.proxy()
-        proxy.startup().get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S)
-        future = proxy.call_tool("mcp__asker__ask").get(timeout=WAIT_BOUND_S)
+        assert proxy.startup().get(timeout=WAIT_BOUND_S).result(WAIT_BOUND_S).outcome == "ready"
+        future = proxy.call_tool("ask").get(timeout=WAIT_BOUND_S)
         assert _wait_for(lambda: sink.of(mcp_pb2.McpElicitationRequested))
         request = sink.of(mcp_pb2.McpElicitationRequested)[0]
         answered = proxy.resolve_elicitation(
@@ -99,12 +116,21 @@ def test_elicitation_answered_through_the_actor() -> None:
         ref.stop(timeout=WAIT_BOUND_S)
 
 
-def test_child_spec() -> None:
-    spec = mcp_child_spec([toolbox("x")], emit=lambda _m: None, approval_policy="never")
-    assert spec.child_id == MCP_CHILD_ID == "mcp"
-    assert spec.actor_class is McpConnection and spec.kind == "mcp"
-    assert spec.kwargs["approval_policy"] == "never"
-    get_host()  # the shared loop is what the actor runs on
+def test_child_specs() -> None:
+    children = mcp_child_specs([toolbox("x"), toolbox("off", enabled=False), toolbox("y")], emit=lambda _m: None,
+                               approval_policy="never")
+    assert [spec.child_id for spec in children.specs] == ["mcp:x", "mcp:y"]
+    assert all(spec.actor_class is McpConnection and spec.kind == "mcp" for spec in children.specs)
+    assert all(spec.kwargs["approval_policy"] == "never" for spec in children.specs)
+    assert all(spec.kwargs["tools"] is children.tools for spec in children.specs)
+    assert not children.required
+
+
+def test_no_eager_server_completes_startup_at_once() -> None:
+    sink = Events()
+    tools = McpTools([toolbox("lazy", start="on_first_use")], sink)
+    assert tools.startup.result(0).ready == []
+    assert len(sink.of(mcp_pb2.McpStartupComplete)) == 1
 
 
 def test_importing_the_actor_does_not_import_the_sdk() -> None:
