@@ -199,6 +199,11 @@ class McpConnectionService:
                 self._conn = None
                 self._set_state(ConnectionState.STOPPED)
 
+    async def settled(self) -> None:
+        """Wait until the server is neither starting nor restarting (the caller bounds the wait)."""
+        while self._state in (ConnectionState.STARTING, ConnectionState.RESTARTING):
+            await self._state_changed.wait()
+
     async def restart(self) -> None:
         """Stop the server, then start it again."""
         await self.stop()

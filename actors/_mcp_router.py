@@ -6,7 +6,8 @@ Contract:
   actors. ``order`` is the configuration order; it decides which server's tool keeps a clashing name.
 - Tool names (``mcp__SERVER__TOOL``) are assigned in configuration order and never move once given (see
   ``_mcp_names``). ``call_tool`` routes a qualified name to its server, starting an ``on_first_use`` server
-  whose name prefix matches; disabled tools fail with ``tool 'x' is disabled``.
+  whose name prefix matches, or waiting (up to its ``startup_timeout_sec``) for a matching server that is still
+  starting; disabled tools fail with ``tool 'x' is disabled``.
 - ``startup_outcome`` / ``finish_startup`` classify the eager start of each server and emit the one
   ``McpStartupComplete{ready, failed, cancelled}``; required failures become ``McpRequiredServersFailed``
   (``required MCP servers failed to initialize: NAME: ERROR; ...``), the others warnings.
@@ -197,10 +198,14 @@ class McpRouter:
     ) -> mcp_pb2.McpToolCallResult:
         """Call a tool by its qualified name (``mcp__SERVER__TOOL``)."""
         ref = self.resolve_tool(qualified_name)
-        if ref is None:
-            lazy = self._lazy_server_for(qualified_name)
-            if lazy is not None:
-                await self.start_server(lazy.name)
+        if ref is None:  # maybe a tool of a server that has not listed its tools yet
+            pending = self._server_for(qualified_name)
+            if pending is not None:
+                if pending.config.start == "on_first_use" and pending.state is ConnectionState.STOPPED:
+                    await self.start_server(pending.name)
+                else:
+                    with trio.move_on_after(pending.config.startup_timeout_sec):
+                        await pending.settled()
                 ref = self.resolve_tool(qualified_name)
         if ref is None:
             raise McpUnknownTool(f"unknown MCP tool '{qualified_name}'")
@@ -215,14 +220,11 @@ class McpRouter:
         self._assign_names()
         return result
 
-    def _lazy_server_for(self, qualified_name: str) -> McpConnectionService | None:
+    def _server_for(self, qualified_name: str) -> McpConnectionService | None:
+        """The first server (configuration order) whose qualified-name prefix ``qualified_name`` carries."""
         for service in self._ordered():
             prefix = f"{TOOL_NAME_PREFIX}{DELIMITER}{sanitize(service.name)}{DELIMITER}"
-            if (
-                service.config.start == "on_first_use"
-                and service.state is ConnectionState.STOPPED
-                and qualified_name.startswith(prefix)
-            ):
+            if qualified_name.startswith(prefix):
                 return service
         return None
 

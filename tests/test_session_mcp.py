@@ -1,5 +1,6 @@
 """MCP servers as children of a real session, over gRPC: tool calls, a required server that hangs (the start
-fails and leaves no session), an optional one (a warning), and no server process left behind."""
+fails and leaves no session), an optional one (a warning), one child actor per server (a crashed one restarts
+alone), and no server process left behind."""
 
 from __future__ import annotations
 
@@ -102,3 +103,55 @@ def test_an_optional_server_that_hangs_is_a_warning(stack: Any) -> None:
     assert any("stuck" in w and "startup_timeout_sec" in w for w in warnings), warnings
     stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="works"), timeout=WAIT_S)
     stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+
+
+def _events(runtime: SessionRuntime, sid: str, kind: str) -> list[Any]:
+    return [getattr(e, kind) for e in runtime.log.read(sid, 0, limit=10_000) if e.WhichOneof("msg") == kind]
+
+
+def _pid(stub: session_pb2_grpc.SessionServiceStub, sid: str, server_name: str) -> int:
+    result = stub.McpToolCall(mcp_pb2.McpToolCallRequest(session_id=sid, tool=f"mcp__{server_name}__pid"),
+                              timeout=WAIT_S)
+    assert not result.is_error, result.text
+    return int(result.text)
+
+
+def test_each_server_is_its_own_child_and_a_crashed_one_restarts_alone(stack: Any) -> None:
+    from actors._mcp_process import has_exited
+    from actors.trio_host import get_host
+
+    stub, runtime, tmp = stack
+    names = ["a", "b", "c"]
+    sid = start(stub, tmp, *[line for name in names for line in server(name, TOOLBOX)])
+    started = {e.child_id: e.kind for e in _events(runtime, sid, "child_started")}
+    assert {f"mcp:{name}": "mcp" for name in names}.items() <= started.items()
+    assert "mcp" not in started
+    before = {name: _pid(stub, sid, name) for name in names}
+    tools = runtime.live(sid).setup.services["mcp"]
+    victim = tools.service("b")
+
+    async def fail_the_connection() -> None:
+        async def bug() -> None:
+            raise RuntimeError("injected bug in the connection of b")
+
+        victim._nursery.start_soon(bug)  # an unexpected error in one server's tasks fails its actor's task
+
+    get_host().call(fail_the_connection, timeout=WAIT_S)
+    # the other servers keep serving, with the same processes, while b's actor is replaced
+    assert {name: _pid(stub, sid, name) for name in ("a", "c")} == {"a": before["a"], "c": before["c"]}
+    deadline = time.monotonic() + WAIT_S
+    while not _events(runtime, sid, "child_restarted") and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling a bounded deadline
+    restarted = _events(runtime, sid, "child_restarted")
+    assert [e.child_id for e in restarted] == ["mcp:b"], restarted
+    assert "injected bug" in restarted[0].reason
+    after = _pid(stub, sid, "b")  # waits for the new actor's server if it is still starting
+    assert after != before["b"] and has_exited(before["b"])
+    assert tools.service("b") is not victim
+    assert {name: _pid(stub, sid, name) for name in ("a", "c")} == {"a": before["a"], "c": before["c"]}
+    assert len(_events(runtime, sid, "mcp_startup_complete")) == 1  # one per session, not per actor start
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    deadline = time.monotonic() + WAIT_S
+    while not all(has_exited(pid) for pid in [*before.values(), after]) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling a bounded deadline: each actor's scope closes just after its stop returns
+    assert all(has_exited(pid) for pid in [*before.values(), after])
