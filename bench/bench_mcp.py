@@ -1,14 +1,17 @@
 """MCP connections: parallel start-up and tool-call round trips, ours beside baselines measured in the same run.
 
-Run: ``.venv/bin/python bench/bench_mcp.py`` (about 40 s on 2 cores; ``--quick`` skips 10 servers).
+Run: ``.venv/bin/python bench/bench_mcp.py`` (about 55 s on 2 cores; ``--quick`` skips 10 servers).
 
 Figures (one JSON line each):
 - start-up of 0, 1, 3 and 10 servers whose start takes 1 s (plus the SDK import of each server process) through
   ``McpConnectionManager.start_all`` (parallel), against one server alone and against a serial start (serial
   measured for 3; for 10 it is 10x the one-alone time, not run);
-- tool-call round trips per second through ``McpConnectionService`` and through the ``McpConnection`` actor
-  (pykka proxy, from plain threads), against the bare SDK ``mcp.Client`` on the same server, sequential and
-  with 8 concurrent callers.
+- the same start-up the way a session does it: one ``McpConnection`` actor per server, until the shared
+  ``McpTools.startup`` resolves, against the manager's one-task parallel start;
+- tool-call round trips per second through ``McpConnectionService``, through ``McpTools.call_tool`` (the
+  session's namespace, as the turn loop calls it) and through the ``McpConnection`` actor (pykka proxy, from
+  plain threads), against the bare SDK ``mcp.Client`` on the same server, sequential and with 8 concurrent
+  callers.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from actors._mcp_client import McpConnectionService  # noqa: E402
 from actors._mcp_config import McpServerConfig, parse_mcp_server  # noqa: E402
 from actors._mcp_manager import McpConnectionManager  # noqa: E402
-from actors.mcp_connection import McpConnection  # noqa: E402
+from actors.mcp_connection import McpConnection, mcp_child_specs  # noqa: E402
 from actors.supervision import start_actor  # noqa: E402
 from actors.trio_host import get_host  # noqa: E402
 
@@ -108,6 +111,21 @@ async def _bare_sdk_parallel_start(count: int) -> float:
     return max(ready) - began
 
 
+def _actors_parallel_start(count: int) -> float:
+    """One actor per server, started as a session starts its children, until the shared startup resolves."""
+    children = mcp_child_specs([_slow(f"actor{i}") for i in range(count)], emit=lambda _m: None)
+    began = time.monotonic()
+    refs = [start_actor(spec.actor_class(child_id=spec.child_id, **spec.kwargs)) for spec in children.specs]
+    try:
+        report = children.tools.startup.result(MEASURE_BOUND_S)
+        elapsed = time.monotonic() - began
+    finally:
+        for ref in reversed(refs):
+            ref.stop(timeout=MEASURE_BOUND_S)
+    assert len(report.ready) == count, report
+    return elapsed
+
+
 async def _serial_start(count: int) -> float:
     began = time.monotonic()
     for i in range(count):
@@ -155,7 +173,7 @@ async def _timed_batch(call: Callable[[], Awaitable[Any]], calls: int, concurren
 def _actor_batch(proxy: Any, calls: int, concurrency: int) -> float:
     def run(count: int) -> None:
         for _ in range(count):
-            proxy.call_tool("mcp__example__add", {"a": 1, "b": 2}).get(timeout=MEASURE_BOUND_S).result(MEASURE_BOUND_S)
+            proxy.call_tool("add", {"a": 1, "b": 2}).get(timeout=MEASURE_BOUND_S).result(MEASURE_BOUND_S)
 
     began = time.monotonic()
     if concurrency == 1:
@@ -168,10 +186,12 @@ def _actor_batch(proxy: Any, calls: int, concurrency: int) -> float:
 
 
 def _call_rates(host: Any, concurrency: int, total_calls: int) -> dict[str, float]:
-    """Round trips/s of the bare SDK, our service and our actor, measured in alternating rounds (load drifts)."""
+    """Round trips/s of the bare SDK, our service, McpTools and our actor, in alternating rounds (load drifts)."""
     held = _Held()
     holder = host.submit(held.hold)
-    ref = start_actor(McpConnection(configs=[_example()], emit=lambda _m: None))
+    connection = McpConnection(config=_example(), emit=lambda _m: None)
+    tools = connection.tools
+    ref = start_actor(connection)
     try:
         if not held.ready.wait(MEASURE_BOUND_S):
             raise RuntimeError(f"bench servers did not start: {holder.exception(0)}")
@@ -186,15 +206,20 @@ def _call_rates(host: Any, concurrency: int, total_calls: int) -> dict[str, floa
         async def service_call() -> None:
             await service.call_tool("add", {"a": 1, "b": 2})
 
-        spent = {"sdk": 0.0, "service": 0.0, "actor": 0.0}
+        async def tools_call() -> None:
+            await tools.call_tool("mcp__example__add", {"a": 1, "b": 2})
+
+        spent = {"sdk": 0.0, "service": 0.0, "tools": 0.0, "actor": 0.0}
         per_round = total_calls // ROUNDS
         for round_ in range(ROUNDS + 1):  # round 0 warms up and is not counted
             sdk = host.call(_timed_batch, sdk_call, per_round, concurrency)
             ours = host.call(_timed_batch, service_call, per_round, concurrency)
+            namespace = host.call(_timed_batch, tools_call, per_round, concurrency)
             actor = _actor_batch(proxy, per_round, concurrency)
             if round_:
                 spent["sdk"] += sdk
                 spent["service"] += ours
+                spent["tools"] += namespace
                 spent["actor"] += actor
         return {name: per_round * ROUNDS / seconds for name, seconds in spent.items()}
     finally:
@@ -218,15 +243,21 @@ def main(argv: list[str]) -> int:
     _report("startup_3_parallel_vs_1_alone", three, alone, "s")
     _report("startup_3_parallel_vs_serial", three, serial_three, "s")
     _report("startup_3_parallel_vs_bare_sdk_parallel", three, host.call(_bare_sdk_parallel_start, 3), "s")
+    _report("startup_3_actors_vs_manager_parallel", _actors_parallel_start(3), host.call(_parallel_start, 3), "s",
+            "one actor per server")
     if not quick:
         ten = host.call(_parallel_start, 10)
         _report("startup_10_parallel_vs_1_alone", ten, alone, "s")
         _report("startup_10_parallel_vs_bare_sdk_parallel", ten, host.call(_bare_sdk_parallel_start, 10), "s")
         _report("startup_10_parallel_vs_serial_est", ten, 10 * alone, "s", "serial estimated as 10x alone")
+        _report("startup_10_actors_vs_manager_parallel", _actors_parallel_start(10), ten, "s",
+                "one actor per server")
     sequential = _call_rates(host, 1, SEQUENTIAL_CALLS)
     concurrent_ = _call_rates(host, CONCURRENCY, CONCURRENT_CALLS)
     _report("calls_sequential_service_vs_sdk", sequential["service"], sequential["sdk"], "rt/s")
     _report("calls_8_concurrent_service_vs_sdk", concurrent_["service"], concurrent_["sdk"], "rt/s")
+    _report("calls_sequential_mcptools_vs_sdk", sequential["tools"], sequential["sdk"], "rt/s", "turn-loop path")
+    _report("calls_8_concurrent_mcptools_vs_sdk", concurrent_["tools"], concurrent_["sdk"], "rt/s")
     _report("calls_sequential_actor_vs_sdk", sequential["actor"], sequential["sdk"], "rt/s", "pykka proxy")
     _report("calls_8_concurrent_actor_vs_sdk", concurrent_["actor"], concurrent_["sdk"], "rt/s", "8 threads")
     host.stop()
