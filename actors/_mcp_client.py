@@ -146,8 +146,9 @@ class McpConnectionService:
         self._emit(mcp_pb2.McpStartupUpdate(server=self.name, status=status, error=error))  # type: ignore[arg-type]
 
     # --- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Start the server (no-op when ready); raises ``McpStartupError`` when it fails."""
+    async def start(self, *, on_starting: Callable[[], None] | None = None) -> None:
+        """Start the server (no-op when ready); raises ``McpStartupError`` when it fails. ``on_starting`` is
+        called once the state is STARTING (a caller that publishes the service then sees no STOPPED gap)."""
         async with self._lifecycle:
             while self._state is ConnectionState.RESTARTING:
                 await self._state_changed.wait()
@@ -155,6 +156,8 @@ class McpConnectionService:
                 return
             self._stop_requested = False
             self._set_state(ConnectionState.STARTING)
+            if on_starting is not None:
+                on_starting()
             self._emit_status(mcp_pb2.MCP_STARTUP_STATUS_STARTING)
             try:
                 if self.config.name_error:

@@ -6,8 +6,8 @@ Contract:
   parent's). A plain object: it owns no thread, no task and no process.
 - Each ``McpConnection`` actor attaches its ``McpConnectionService`` when it holds it open and detaches it
   when it ends; a restarted actor attaches its fresh service under the same name. A call or control request
-  for a server whose actor is restarting waits for it, bounded by the server's ``tool_timeout_sec``
-  (``McpServerUnavailable`` after that).
+  for a server whose actor is restarting (or has not attached yet) waits for it, bounded by the server's
+  ``tool_timeout_sec`` (``McpServerUnavailable`` after that).
 - Start-up: each actor reports its server's first eager start (``report_start``); when every eager server has
   reported, ``McpStartupComplete{ready, failed, cancelled}`` is emitted once (configuration order) and
   ``startup`` resolves with a ``StartupReport`` or fails with ``McpRequiredServersFailed``. A restarted actor
@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from actors._mcp_client import McpConnectionService
 from actors._mcp_config import McpServerConfig
 from actors._mcp_errors import McpRequiredServersFailed, McpServerUnavailable
+from actors._mcp_names import DELIMITER, TOOL_NAME_PREFIX, sanitize
 from actors._mcp_router import McpRouter, ServerStart, StartupReport, enabled_configs, finish_startup
 from actors._mcp_tools import ToolGuard
 
@@ -68,9 +69,10 @@ class McpTools(McpRouter):
 
     # --- called by the per-server actors, on the trio loop ---------------------------------------------
     def attach(self, service: McpConnectionService) -> None:
-        """Make a server's (new) service reachable."""
-        self.services[service.name] = service
-        self._notify()
+        """Make a server's (new) service reachable (idempotent)."""
+        if self.services.get(service.name) is not service:
+            self.services[service.name] = service
+            self._notify()
 
     def detach(self, service: McpConnectionService) -> None:
         """Its actor ended: the service is gone until a restarted actor attaches another."""
@@ -118,3 +120,10 @@ class McpTools(McpRouter):
         raise McpServerUnavailable(
             f"MCP server '{server}' did not come back from a restart within {config.tool_timeout_sec:g} s"
         )
+
+    async def _server_awaiting(self, qualified_name: str) -> McpConnectionService | None:
+        """The configured server the name's prefix points at, waiting for its actor when it is not attached."""
+        for name in self.order:
+            if qualified_name.startswith(f"{TOOL_NAME_PREFIX}{DELIMITER}{sanitize(name)}{DELIMITER}"):
+                return await self.reach(name)
+        return None

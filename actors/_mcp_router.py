@@ -199,7 +199,7 @@ class McpRouter:
         """Call a tool by its qualified name (``mcp__SERVER__TOOL``)."""
         ref = self.resolve_tool(qualified_name)
         if ref is None:  # maybe a tool of a server that has not listed its tools yet
-            pending = self._server_for(qualified_name)
+            pending = await self._server_awaiting(qualified_name)
             if pending is not None:
                 if pending.config.start == "on_first_use" and pending.state is ConnectionState.STOPPED:
                     await self.start_server(pending.name)
@@ -227,6 +227,10 @@ class McpRouter:
             if qualified_name.startswith(prefix):
                 return service
         return None
+
+    async def _server_awaiting(self, qualified_name: str) -> McpConnectionService | None:
+        """``_server_for``; a subclass may first wait for the server to become reachable."""
+        return self._server_for(qualified_name)
 
     def accept_tools(self, server: str) -> list[str]:
         """Accept a server's current tool list after ``McpToolsChanged``; returns the tools now callable."""

@@ -90,16 +90,17 @@ class McpConnection(SupervisedActor):
         service, eager = self._service, self.config.start == "eager"
         try:
             async with service:
-                self.tools.attach(service)
                 if eager:
                     error: str | None = None
-                    try:
-                        await service.start()
+                    try:  # published once STARTING: a call waiting for this server then waits for its start
+                        await service.start(on_starting=lambda: self.tools.attach(service))
                     except McpStartupError as exc:
                         error = exc.reason
+                    self.tools.attach(service)
                     start = startup_outcome(service, error)
                     self.tools.report_start(start)
                 else:
+                    self.tools.attach(service)
                     start = ServerStart(service.name, DEFERRED, required=self.config.required)
                 self._startup.set_result(start)
                 await trio.sleep_forever()
