@@ -155,3 +155,30 @@ def test_each_server_is_its_own_child_and_a_crashed_one_restarts_alone(stack: An
     while not all(has_exited(pid) for pid in [*before.values(), after]) and time.monotonic() < deadline:
         time.sleep(0.02)  # polling a bounded deadline: each actor's scope closes just after its stop returns
     assert all(has_exited(pid) for pid in [*before.values(), after])
+
+
+def test_control_accept_and_elicitation_rpcs_reach_the_per_server_actors(stack: Any) -> None:
+    stub, runtime, tmp = stack
+    sid = start(stub, tmp, *server("a", TOOLBOX, required=True), *server("lazy", TOOLBOX, start="on_first_use"))
+    pid = _pid(stub, sid, "a")
+    stopped = stub.McpServerControl(mcp_pb2.McpServerControlRequest(
+        session_id=sid, server="a", action=mcp_pb2.MCP_SERVER_ACTION_STOP), timeout=WAIT_S)
+    assert stopped.status == mcp_pb2.MCP_STARTUP_STATUS_UNSPECIFIED and stopped.error == ""
+    assert not any(t.server == "a" for t in stub.McpListTools(mcp_pb2.McpListToolsRequest(session_id=sid),
+                                                              timeout=WAIT_S).tools)
+    started = stub.McpServerControl(mcp_pb2.McpServerControlRequest(
+        session_id=sid, server="a", action=mcp_pb2.MCP_SERVER_ACTION_START), timeout=WAIT_S)
+    assert started.status == mcp_pb2.MCP_STARTUP_STATUS_READY
+    assert _pid(stub, sid, "a") != pid
+    assert _pid(stub, sid, "lazy") > 0  # started by its first call
+    unknown = stub.McpServerControl(mcp_pb2.McpServerControlRequest(
+        session_id=sid, server="zz", action=mcp_pb2.MCP_SERVER_ACTION_RESTART), timeout=WAIT_S)
+    assert "no enabled MCP server named 'zz'" in unknown.error
+    accepted = stub.McpAcceptTools(mcp_pb2.McpAcceptToolsRequest(session_id=sid, server="a"), timeout=WAIT_S)
+    assert list(accepted.accepted) == []  # nothing changed, nothing pending
+    resolved = stub.McpResolveElicitation(mcp_pb2.McpResolveElicitationRequest(session_id=sid, id="no-such-id"),
+                                          timeout=WAIT_S)
+    assert not resolved.resolved
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    children = {e.child_id for e in _events(runtime, sid, "child_started")}
+    assert {"mcp:a", "mcp:lazy"} <= children
