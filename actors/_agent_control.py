@@ -8,8 +8,11 @@ turn loop's agent tools (``AgentTools``), which send the same requests from the 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import uuid
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -65,18 +68,42 @@ def wake_parent_turn(session: SessionSupervisor) -> bool:
     return bool(_agents_table(session).get("wake_parent_turn", False))
 
 
-def _parent_snapshot(session: SessionSupervisor) -> Any:
-    inherit = session.setup.services.get("inherit")
-    if inherit is not None and inherit.snapshot is not None:
-        return inherit.snapshot
-    ref = session.child_ref("shell_snapshot")
+#: Per parent session: child id -> (the child's ref, what it answered), so that a thousand spawns ask once.
+_FROM_CHILD: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _from_child(session: SessionSupervisor, child_id: str, fetch: Callable[[Any], Any]) -> Any:
+    """``fetch(ref)`` of a live child, remembered until the child is replaced (a restart gives a new ref)."""
+    ref = session.child_ref(child_id)
     if ref is None:
         return None
+    cache = _FROM_CHILD.setdefault(session, {})
+    hit = cache.get(child_id)
+    if hit is not None and hit[0] is ref:
+        return hit[1]
+    value = fetch(ref)
+    if value is not None:
+        cache[child_id] = (ref, value)
+    return value
+
+
+def _fetch_snapshot(ref: Any) -> Any:
     future: concurrent.futures.Future[Any] = ref.proxy().snapshot().get(timeout=SNAPSHOT_WAIT_S)
     try:
         return future.result(SNAPSHOT_WAIT_S)
     except (concurrent.futures.TimeoutError, Exception):
         return None
+
+
+def _ask_child(ref: Any, *, method: str) -> Any:
+    return getattr(ref.proxy(), method)().get(timeout=SNAPSHOT_WAIT_S)
+
+
+def _parent_snapshot(session: SessionSupervisor) -> Any:
+    inherit = session.setup.services.get("inherit")
+    if inherit is not None and inherit.snapshot is not None:
+        return inherit.snapshot
+    return _from_child(session, "shell_snapshot", _fetch_snapshot)
 
 
 def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> agents_pb2.SpawnAgentResponse:
@@ -109,10 +136,10 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
         services.pop("shell", None)
         services["agent_role"] = configuration.session_source.role or "worker"
         services["agent_nickname"] = nickname
-        parent_services = session.task_services()
-        for key in ("hooks", "mcp"):
-            if key in parent_services:
-                services[key] = parent_services[key]
+        for key, method in (("hooks", "runner"), ("mcp", "manager")):  # shared with the parent, asked once
+            value = _from_child(session, key, functools.partial(_ask_child, method=method))
+            if value is not None:
+                services[key] = value
         services["inherit"] = Inheritance(snapshot=snapshot, proxy_env=dict(session.proxy_env))
         services["agent_registry"] = registry
         history = list(session.setup.history) if request.fork_context else []

@@ -114,6 +114,9 @@ class _Task:
 class SessionSupervisor(Supervisor):
     """A session: supervisor of its children, owner of its event stream, runner of one task at a time."""
 
+    #: An idle session holds no thread (10,000 live sessions must not mean 10,000 threads).
+    park_when_idle = True
+
     def __init__(self, setup: SessionSetup, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.setup = setup

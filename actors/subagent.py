@@ -67,13 +67,14 @@ class AgentRegistry:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _names: Any = field(default_factory=itertools.count)
     _reserved: int = 0
+    _holding: int = 0  # records with holds_slot, counted so that a spawn is O(1) in the tree's size
     _changed: trio.Event | None = None
 
     @property
     def slots_used(self) -> int:
         """Agents currently counting against ``max_threads``."""
         with self._lock:
-            return self._reserved + sum(1 for r in self.records.values() if r.holds_slot)
+            return self._reserved + self._holding
 
     def reserve(self, depth: int) -> None:
         """Reserve a slot for a new agent at ``depth`` or raise ``LimitExceeded``."""
@@ -81,7 +82,7 @@ class AgentRegistry:
             raise LimitExceeded(f"agent depth limit reached: a subagent at depth {depth} exceeds max_depth "
                                 f"{self.max_depth}")
         with self._lock:
-            used = self._reserved + sum(1 for r in self.records.values() if r.holds_slot)
+            used = self._reserved + self._holding
             if used >= self.max_threads:
                 raise LimitExceeded(f"agent limit reached: {used} of max_threads {self.max_threads} agents are "
                                     "running; wait for one or close one")
@@ -97,6 +98,8 @@ class AgentRegistry:
         with self._lock:
             self._reserved = max(0, self._reserved - 1)
             record = AgentRecord(info=info, parent_id=parent_id, turn_started=time.monotonic())
+            old = self.records.get(info.agent_id)
+            self._holding += 1 - (1 if old is not None and old.holds_slot else 0)
             self.records[info.agent_id] = record
         self._notify()
         return record
@@ -141,8 +144,10 @@ class AgentRegistry:
             record.info.status = status  # type: ignore[assignment]
             if status == agents_pb2.AGENT_STATUS_RUNNING:
                 record.turn_started = time.monotonic()
+                self._holding += 0 if record.holds_slot else 1
                 record.holds_slot = True
             if status in FINAL:
+                self._holding -= 1 if record.holds_slot else 0
                 record.holds_slot = False
                 record.info.duration_ms = int((time.monotonic() - record.turn_started) * 1000)
                 if message:
@@ -158,10 +163,11 @@ class AgentRegistry:
         with self._lock:
             if record.holds_slot:
                 return
-            used = self._reserved + sum(1 for r in self.records.values() if r.holds_slot)
+            used = self._reserved + self._holding
             if used >= self.max_threads:
                 raise LimitExceeded(f"agent limit reached: {used} of max_threads {self.max_threads}")
             record.holds_slot = True
+            self._holding += 1
 
     def _notify(self) -> None:
         host = get_host()

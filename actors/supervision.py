@@ -29,11 +29,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 import trio
 
+from actors._parking import InboxParked, ParkingInbox, get_pool
 from actors.errors import ChildStartError, StashFull, SupervisorEscalation
 from actors.trio_host import TaskScope, get_host
 from protos.supervisor.v1 import envelope_pb2
@@ -99,8 +100,12 @@ class SupervisedActor(pykka.ThreadingActor):
     """A pykka actor that tells its supervisor when it ends and keeps every ``BaseException`` in.
 
     Subclasses take their own keyword arguments and pass ``supervisor``, ``child_id`` and ``incarnation``
-    through to this ``__init__`` (the supervisor supplies them).
+    through to this ``__init__`` (the supervisor supplies them). With ``park_when_idle`` the actor holds no
+    thread while its inbox is empty (``actors._parking``): its runs borrow threads from a shared pool.
     """
+
+    #: Give the thread back while the inbox is empty (many mostly idle actors, e.g. sessions).
+    park_when_idle: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -120,19 +125,44 @@ class SupervisedActor(pykka.ThreadingActor):
         self._scope_lock = threading.Lock()
 
     # --- pykka internals, wrapped so that reporting cannot be disabled by subclasses -------------------
+    def _create_actor_inbox(self) -> Any:  # type: ignore[override]
+        if type(self).park_when_idle:
+            return ParkingInbox()
+        return super()._create_actor_inbox()
+
+    def _start_actor_loop(self) -> None:
+        inbox = self.actor_inbox
+        if not isinstance(inbox, ParkingInbox):
+            super()._start_actor_loop()
+            return
+        inbox.wake = self._resume_run
+        get_pool().run(self._actor_loop)
+
+    def _resume_run(self) -> None:
+        self._run(first=False)
+
     def _actor_loop(self) -> None:
+        self._run(first=True)
+
+    def _run(self, *, first: bool) -> None:
+        """One run of pykka's loop: to the actor's end, or (a parking actor) until its inbox is empty."""
         try:
-            super()._actor_loop()
+            if first:
+                self._actor_loop_setup()
+            try:
+                self._actor_loop_running()
+            except InboxParked:
+                return  # alive, holding no thread; the next message starts another run
+            self._actor_loop_teardown()
         except BaseException as exc:
             self._failure = self._failure or exc
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
-        finally:
-            self._after_exit()
-            self._close_task_scope()
-            if not self.started.done():
-                self.started.set_exception(self._failure or ChildStartError(f"{self} stopped during start"))
-            self._report_exit()
+        self._after_exit()
+        self._close_task_scope()
+        if not self.started.done():
+            self.started.set_exception(self._failure or ChildStartError(f"{self} stopped during start"))
+        self._report_exit()
 
     def _actor_loop_setup(self) -> None:
         super()._actor_loop_setup()
