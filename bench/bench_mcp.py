@@ -8,6 +8,8 @@ Figures (one JSON line each):
   measured for 3; for 10 it is 10x the one-alone time, not run);
 - the same start-up the way a session does it: one ``McpConnection`` actor per server, until the shared
   ``McpTools.startup`` resolves, against the manager's one-task parallel start;
+- a server actor whose connection task failed, replaced by a real ``Supervisor``: time from the failure until
+  the new actor's server answers a call, against a fresh start of the same actor until its first answer;
 - tool-call round trips per second through ``McpConnectionService``, through ``McpTools.call_tool`` (the
   session's namespace, as the turn loop calls it) and through the ``McpConnection`` actor (pykka proxy, from
   plain threads), against the bare SDK ``mcp.Client`` on the same server, sequential and with 8 concurrent
@@ -34,7 +36,7 @@ from actors._mcp_client import McpConnectionService  # noqa: E402
 from actors._mcp_config import McpServerConfig, parse_mcp_server  # noqa: E402
 from actors._mcp_manager import McpConnectionManager  # noqa: E402
 from actors.mcp_connection import McpConnection, mcp_child_specs  # noqa: E402
-from actors.supervision import start_actor  # noqa: E402
+from actors.supervision import Supervisor, start_actor  # noqa: E402
 from actors.trio_host import get_host  # noqa: E402
 
 TOOLBOX = str(ROOT / "tests" / "mcp_servers" / "toolbox.py")
@@ -229,6 +231,39 @@ def _call_rates(host: Any, concurrency: int, total_calls: int) -> dict[str, floa
         holder.result(MEASURE_BOUND_S)
 
 
+def _restart_after_crash(host: Any) -> tuple[float, float]:
+    """(crash to serving again, fresh start to serving) of one server actor under a real ``Supervisor``."""
+    supervisor = start_actor(Supervisor())
+    try:
+        children = mcp_child_specs([_example()], emit=lambda _m: None)
+        tools = children.tools
+        began = time.monotonic()
+        supervisor.proxy().start_children(children.specs).get(timeout=MEASURE_BOUND_S)
+        host.call(tools.call_tool, "mcp__example__add", {"a": 1, "b": 2}, timeout=MEASURE_BOUND_S)
+        fresh = time.monotonic() - began
+        victim = tools.service("example")
+
+        async def fail() -> None:
+            async def bug() -> None:
+                raise RuntimeError("bench: injected connection failure")
+
+            assert victim._nursery is not None
+            victim._nursery.start_soon(bug)
+
+        began = time.monotonic()
+        host.call(fail, timeout=MEASURE_BOUND_S)
+        deadline = began + MEASURE_BOUND_S
+        while time.monotonic() < deadline:
+            service = tools.services.get("example")
+            if service is not None and service is not victim:
+                host.call(tools.call_tool, "mcp__example__add", {"a": 1, "b": 2}, timeout=MEASURE_BOUND_S)
+                break
+            time.sleep(0.001)  # polling a bounded deadline
+        return time.monotonic() - began, fresh
+    finally:
+        supervisor.stop(timeout=MEASURE_BOUND_S)
+
+
 def main(argv: list[str]) -> int:
     """Run every figure; see the module docstring."""
     quick = "--quick" in argv
@@ -252,6 +287,8 @@ def main(argv: list[str]) -> int:
         _report("startup_10_parallel_vs_serial_est", ten, 10 * alone, "s", "serial estimated as 10x alone")
         _report("startup_10_actors_vs_manager_parallel", _actors_parallel_start(10), ten, "s",
                 "one actor per server")
+    crash, fresh = _restart_after_crash(host)
+    _report("actor_crash_to_serving_vs_fresh_start", crash, fresh, "s", "supervisor restart of one server actor")
     sequential = _call_rates(host, 1, SEQUENTIAL_CALLS)
     concurrent_ = _call_rates(host, CONCURRENCY, CONCURRENT_CALLS)
     _report("calls_sequential_service_vs_sdk", sequential["service"], sequential["sdk"], "rt/s")
