@@ -10,17 +10,22 @@ Contract:
 - ``Subscription`` queues are bounded. A subscriber that falls behind is marked ``lagging`` and dropped from
   the live feed instead of growing memory; ``follow`` then reads what it missed from the log, so the client
   still gets every event exactly once, in order.
+- ``follow_raw`` is the same contract for asyncio servers: it yields runs of ``(seq, serialized event)``
+  (at most ``max_batch`` each) and never blocks a thread while waiting; an event is serialized once, however
+  many subscribers it goes to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from protos.supervisor.v1 import events_pb2
 
@@ -177,13 +182,14 @@ class EventLog:
                 event.session_id = session_id
             event.seq = seq
             event.time.GetCurrentTime()
+            data = event.SerializeToString()
             self._db.execute(
                 "INSERT INTO events (session_id, seq, kind, data) VALUES (?, ?, ?, ?)",
-                (session_id, seq, event.WhichOneof("msg") or "", event.SerializeToString()),
+                (session_id, seq, event.WhichOneof("msg") or "", data),
             )
             self._next_seq[session_id] = seq + 1
             # publish under the lock so that subscribers see events in sequence order
-            self.hub.publish(session_id, event)
+            self.hub.publish(session_id, event, data)
         return event
 
     def close_session(self, session_id: str) -> None:
@@ -210,6 +216,76 @@ class EventLog:
                 (session_id, from_seq, limit),
             ).fetchall()
         return [events_pb2.Event.FromString(r[0]) for r in rows]
+
+    def read_raw(self, session_id: str, from_seq: int = 0, limit: int = READ_BATCH) -> list[tuple[int, bytes]]:
+        """Like ``read`` but ``(seq, serialized event)`` pairs, unparsed."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, data FROM events WHERE session_id=? AND seq>=? ORDER BY seq LIMIT ?",
+                (session_id, from_seq, limit),
+            ).fetchall()
+
+    async def follow_raw(self, session_id: str, from_seq: int = 0, *, live: bool = True,
+                         max_batch: int = READ_BATCH) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """``follow`` for an asyncio loop: runs of ``(seq, serialized event)``, logged then live."""
+        ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        sub = self.hub.subscribe(session_id, raw=True, on_put=_LoopWaker.for_loop(loop).waker(ready)) if live else None
+        next_seq = from_seq
+        try:
+            while True:  # the log first (and again whenever the live feed dropped us or left a gap)
+                rows = self.read_raw(session_id, next_seq, max_batch)
+                if rows:
+                    next_seq = rows[-1][0] + 1
+                    yield rows
+                if len(rows) < max_batch:
+                    if sub is None or not sub.lagging:
+                        break
+                    self.hub.unsubscribe(sub)
+                    sub = self.hub.subscribe(session_id, raw=True, on_put=sub.on_put)
+            if sub is None:
+                return
+            while True:
+                run: list[tuple[int, bytes]] = []
+                ended = gap = False
+                while len(run) < max_batch:
+                    try:
+                        item = sub.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        ended = True
+                        break
+                    if item[0] < next_seq:
+                        continue
+                    if item[0] > next_seq:  # a gap can only come from lag: fill it from the log
+                        gap = True
+                        break
+                    run.append(item)
+                    next_seq = item[0] + 1
+                if run:
+                    yield run
+                if ended or gap or sub.lagging or (not self.is_open(session_id) and sub.queue.empty()):
+                    if sub.lagging and not ended:  # dropped from the live feed: rejoin, then catch up
+                        self.hub.unsubscribe(sub)
+                        sub = self.hub.subscribe(session_id, raw=True, on_put=sub.on_put)
+                    while rows := self.read_raw(session_id, next_seq, max_batch):
+                        next_seq = rows[-1][0] + 1
+                        yield rows
+                    if ended or not self.is_open(session_id):
+                        return
+                    continue
+                if run:
+                    continue
+                ready.clear()
+                if sub.queue.empty():
+                    try:
+                        await asyncio.wait_for(ready.wait(), FOLLOW_POLL_S)
+                    except TimeoutError:
+                        pass
+        finally:
+            if sub is not None:
+                self.hub.unsubscribe(sub)
 
     def read_kinds(self, session_id: str, kinds: tuple[str, ...], up_to: int = -1) -> list[events_pb2.Event]:
         """Logged events of the given kinds (for history replay on resume and fork)."""
@@ -282,11 +358,56 @@ class EventLog:
 
 @dataclass
 class Subscription:
-    """A live feed of one session's events (bounded; ``None`` marks the end)."""
+    """A live feed of one session's events (bounded; ``None`` marks the end).
+
+    A ``raw`` one receives ``(seq, serialized event)`` pairs; ``on_put`` (any thread) is called after each
+    offer, so that an asyncio follower can sleep without a thread.
+    """
 
     session_id: str
-    queue: queue.Queue[events_pb2.Event | None]
+    queue: queue.Queue[Any]  # Event, (seq, bytes) when raw, or None at the end
     lagging: bool = False
+    raw: bool = False
+    on_put: Callable[[], None] | None = None
+
+
+class _LoopWaker:
+    """Wakes asyncio followers from publishing threads with one loop callback per burst, not one per follower."""
+
+    _by_loop: dict[int, _LoopWaker] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Event] = []
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+        with cls._registry_lock:
+            waker = cls._by_loop.get(id(loop))
+            if waker is None or waker._loop is not loop:
+                waker = cls._by_loop[id(loop)] = cls(loop)
+            return waker
+
+    def waker(self, event: asyncio.Event) -> Callable[[], None]:
+        def wake() -> None:
+            with self._lock:
+                first = not self._ready
+                self._ready.append(event)
+            if first and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._fire)
+                except RuntimeError:  # the loop closed meanwhile: nobody left to wake
+                    pass
+
+        return wake
+
+    def _fire(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for event in ready:
+            event.set()
 
 
 class EventHub:
@@ -298,9 +419,10 @@ class EventHub:
         self._by_id: dict[int, Subscription] = {}
         self._lock = threading.Lock()
 
-    def subscribe(self, session_id: str) -> Subscription:
+    def subscribe(self, session_id: str, *, raw: bool = False, on_put: Callable[[], None] | None = None
+                  ) -> Subscription:
         """Register a live subscriber."""
-        sub = Subscription(session_id, queue.Queue(maxsize=self._limit))
+        sub = Subscription(session_id, queue.Queue(maxsize=self._limit), raw=raw, on_put=on_put)
         with self._lock:
             self._subs.setdefault(session_id, set()).add(id(sub))
             self._by_id[id(sub)] = sub
@@ -321,7 +443,7 @@ class EventHub:
         with self._lock:
             return len(self._subs.get(session_id, ()))
 
-    def publish(self, session_id: str, event: events_pb2.Event) -> None:
+    def publish(self, session_id: str, event: events_pb2.Event, data: bytes = b"") -> None:
         """Offer an event to every subscriber; one that is full is marked lagging and skipped."""
         with self._lock:
             subs = [self._by_id[i] for i in self._subs.get(session_id, ())]
@@ -329,9 +451,11 @@ class EventHub:
             if sub.lagging:
                 continue
             try:
-                sub.queue.put_nowait(event)
+                sub.queue.put_nowait((event.seq, data or event.SerializeToString()) if sub.raw else event)
             except queue.Full:
                 sub.lagging = True
+            if sub.on_put is not None:
+                sub.on_put()
 
     def end(self, session_id: str) -> None:
         """Tell every subscriber of a session that no more events come."""
@@ -342,6 +466,8 @@ class EventHub:
                 sub.queue.put_nowait(None)
             except queue.Full:
                 sub.lagging = True
+            if sub.on_put is not None:
+                sub.on_put()
 
     def close_all(self) -> None:
         """End every subscription (log shutdown)."""

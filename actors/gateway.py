@@ -7,14 +7,21 @@
 - Each RPC runs in a server span whose parent is the client's ``traceparent`` metadata; the span's context
   rides into the session in the request ``Envelope``.
 - The server binds loopback unless told otherwise, and serves ``grpc.health.v1`` and reflection.
+- It is a ``grpc.aio`` server on its own asyncio thread (not the trio loop: grpc.aio fails under trio). Unary
+  RPCs run as plain functions on a bounded thread pool; event streams (``StreamEvents`` and
+  ``EventStreamService.StreamEventBatches``) are coroutines on the loop, so 1,000 open streams hold no thread
+  each. A stream sends events as the log stored them (serialized once, whatever the number of clients); a
+  slow client is served from the log (``EventLog.follow_raw``), so it never grows server memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from typing import Any
 
@@ -25,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors import _tracing
+from actors._eventlog import READ_BATCH
 from actors.errors import (
     ChildStartError,
     ConfigError,
@@ -36,19 +44,22 @@ from actors.errors import (
     UnknownSession,
 )
 from actors.runtime import SessionRuntime
-from protos.supervisor.v1 import envelope_pb2, session_pb2
+from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
 
 __all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "supervisor.v1.SessionService"
+STREAM_SERVICE_NAME = "supervisor.v1.EventStreamService"
 #: Largest request or response message, in bytes; larger ones get RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-#: Worker threads of the sync server (each open event stream holds one).
+#: Threads for unary RPCs (event streams hold none).
 DEFAULT_MAX_WORKERS = 64
 #: Grace period for in-flight RPCs at shutdown.
 SHUTDOWN_GRACE_S = 2.0
+#: How long building and starting the server on its loop may take.
+SERVER_START_TIMEOUT_S = 10.0
 
 STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
@@ -115,12 +126,6 @@ class SessionService:
                      ) -> session_pb2.ListSessionsResponse:
         return session_pb2.ListSessionsResponse(sessions=self.runtime.list_sessions(req.include_stopped))
 
-    def StreamEvents(self, req: session_pb2.StreamEventsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
-                     ) -> Iterator[Any]:
-        stop = threading.Event()
-        ctx.add_callback(stop.set)
-        return self.runtime.stream(req.session_id, req.from_seq, stop=stop, follow=not req.no_follow)
-
     def _feature(self, req: Any, ctx: grpc.ServicerContext, tp: str, ts: str) -> Any:
         """Exec, ResolveApproval, GetNetworkProxy, ListHooks, ...: served by the session's children."""
         env = envelope_pb2.Envelope(opaque=envelope_pb2.Opaque(type_url=req.DESCRIPTOR.full_name,
@@ -139,19 +144,21 @@ class SessionService:
         return self.runtime.request(session_id, env)
 
 
-def _handlers(service: SessionService) -> grpc.GenericRpcHandler:
+def _handlers(service: SessionService) -> tuple[grpc.GenericRpcHandler, ...]:
     descriptor = session_pb2.DESCRIPTOR.services_by_name["SessionService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
         request_cls: type[Message] = GetMessageClass(method.input_type)
-        impl = getattr(service, method.name)
-        if method.server_streaming:
+        if method.server_streaming:  # StreamEvents: serialized events straight from the log
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _streaming(method.name, request_cls, impl), response_serializer=_serialize)
+                _event_stream(service.runtime, request_cls, batched=False))
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(method.name, request_cls, impl), response_serializer=_serialize)
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+                _unary(method.name, request_cls, getattr(service, method.name)), response_serializer=_serialize)
+    batches = grpc.unary_stream_rpc_method_handler(
+        _event_stream(service.runtime, stream_pb2.StreamEventBatchesRequest, batched=True))
+    return (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),
+            grpc.method_handlers_generic_handler(STREAM_SERVICE_NAME, {"StreamEventBatches": batches}))
 
 
 def _serialize(message: Message) -> bytes:
@@ -187,36 +194,92 @@ def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) 
     return handle
 
 
-def _streaming(name: str, request_cls: type[Message], impl: Callable[..., Iterator[Message]]
-               ) -> Callable[..., Iterator[Message]]:
-    def handle(raw: bytes, ctx: grpc.ServicerContext) -> Iterator[Message]:
-        req = _parse(request_cls, raw, ctx)
-        tp, ts = _metadata_trace(ctx)
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _batch_bytes(run: list[tuple[int, bytes]]) -> bytes:
+    """An ``EventBatch`` (field 1, length-delimited, repeated) built from serialized events, without parsing."""
+    return b"".join(b"\x0a" + _varint(len(data)) + data for _, data in run)
+
+
+def _event_stream(runtime: SessionRuntime, request_cls: type[Message], *, batched: bool
+                  ) -> Callable[..., AsyncIterator[bytes]]:
+    """An asyncio handler streaming a session's events: one per message, or runs of them (``EventBatch``)."""
+
+    async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         try:
-            stream = impl(req, ctx, tp, ts)
-        except Exception as exc:
-            _fail(ctx, name, exc)
-            raise
-        yield from stream
+            req: Any = request_cls.FromString(raw)
+        except (DecodeError, RuntimeWarning) as exc:
+            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+        if runtime.log.session(req.session_id) is None:
+            await ctx.abort(grpc.StatusCode.NOT_FOUND, f"no session {req.session_id!r}")
+        max_batch = min(req.max_batch or READ_BATCH, READ_BATCH) if batched else READ_BATCH
+        async for run in runtime.log.follow_raw(req.session_id, req.from_seq, live=not req.no_follow,
+                                                max_batch=max_batch):
+            if batched:
+                yield _batch_bytes(run)
+            else:
+                for _, data in run:
+                    yield data
 
     return handle
+
+
+class _LoopThread:
+    """An asyncio loop in its own thread (the gRPC server's)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name="grpc-aio-loop", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def run(self, coro: Any, timeout: float) -> Any:
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop the loop and join its thread."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
 
 
 class GatewayServer:
     """A running gRPC server and the port it bound."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer,
-                 executor: futures.ThreadPoolExecutor) -> None:
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.HealthServicer,
+                 executor: futures.ThreadPoolExecutor, loop: _LoopThread) -> None:
         self.server = server
         self._executor = executor
+        self._loop = loop
         self.port = port
         self.health = health_servicer
 
     def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Stop serving (NOT_SERVING first, so health checkers see it)."""
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait(grace + 1)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._loop.run(self.server.stop(grace), grace + 1)
+        finally:
+            self._loop.close()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            # grpc.aio's poller thread ends when its last server object is freed; some sit in reference cycles
+            del self.server
+            gc.collect()
 
 
 def _check_listen(listen: str, allow_remote: bool) -> None:
@@ -233,26 +296,37 @@ def _check_listen(listen: str, allow_remote: bool) -> None:
 
 def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote: bool = False,
           max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GatewayServer:
-    """Start the gRPC server (SessionService, health, reflection) and return it with its bound port."""
+    """Start the gRPC server (SessionService, EventStreamService, health, reflection); return it and its port."""
     _check_listen(listen, allow_remote)
     executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker")
-    server = grpc.server(
-        executor,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    server.add_generic_rpc_handlers((_handlers(SessionService(runtime)),))
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise ConfigError(f"--listen: could not bind {listen}")
-    server.start()
-    return GatewayServer(server, port, health_servicer, executor)
+    loop = _LoopThread()
+
+    async def build() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(
+            migration_thread_pool=executor,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers(_handlers(SessionService(runtime)))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", SERVICE_NAME, STREAM_SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, STREAM_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise ConfigError(f"--listen: could not bind {listen}")
+        await server.start()
+        return server, port
+
+    try:
+        server, port = loop.run(build(), SERVER_START_TIMEOUT_S)
+    except BaseException:
+        loop.close()
+        executor.shutdown(wait=False)
+        raise
+    return GatewayServer(server, port, health_servicer, executor, loop)
