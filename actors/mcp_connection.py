@@ -90,26 +90,32 @@ class McpConnection(SupervisedActor):
         service, eager = self._service, self.config.start == "eager"
         try:
             async with service:
-                if eager:
-                    error: str | None = None
-                    try:  # published once STARTING: a call waiting for this server then waits for its start
-                        await service.start(on_starting=lambda: self.tools.attach(service))
-                    except McpStartupError as exc:
-                        error = exc.reason
-                    self.tools.attach(service)
-                    start = startup_outcome(service, error)
-                    self.tools.report_start(start)
-                else:
-                    self.tools.attach(service)
-                    start = ServerStart(service.name, DEFERRED, required=self.config.required)
-                self._startup.set_result(start)
-                await trio.sleep_forever()
+                try:
+                    self._startup.set_result(await self._publish(service, eager))
+                    await trio.sleep_forever()
+                finally:  # before the stop: calls from now on wait for a replacement instead of failing
+                    self.tools.detach(service)
         finally:
             self.tools.detach(service)
             if eager:  # ignored unless this server had not reported yet (stopped during its first start)
                 self.tools.report_start(ServerStart(service.name, "cancelled", required=self.config.required))
             if not self._startup.done():
                 self._startup.set_exception(McpError(f"MCP server '{service.name}' stopped before it started"))
+
+    async def _publish(self, service: McpConnectionService, eager: bool) -> ServerStart:
+        """Attach the service to the namespace; start an eager server first and report how its start went."""
+        if not eager:
+            self.tools.attach(service)
+            return ServerStart(service.name, DEFERRED, required=self.config.required)
+        error: str | None = None
+        try:  # published once STARTING: a call waiting for this server then waits for its start
+            await service.start(on_starting=lambda: self.tools.attach(service))
+        except McpStartupError as exc:
+            error = exc.reason
+        self.tools.attach(service)
+        start = startup_outcome(service, error)
+        self.tools.report_start(start)
+        return start
 
     def startup(self) -> concurrent.futures.Future[ServerStart]:
         """Resolves when this server's first start returned (at once for ``on_first_use``)."""
