@@ -28,7 +28,7 @@ from actors._tools import ToolError, ToolHandler, ToolOutput
 from actors.providers import ToolCall, ToolSpec
 
 if TYPE_CHECKING:
-    from actors._mcp_manager import McpConnectionManager
+    from actors._mcp_router import McpRouter
     from actors._tasks import TaskContext
     from protos.supervisor.v1 import config_pb2
 
@@ -103,7 +103,7 @@ async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
 
 
 # --- MCP ---------------------------------------------------------------------------------------------
-def mcp_specs(manager: McpConnectionManager) -> list[ToolSpec]:
+def mcp_specs(manager: McpRouter) -> list[ToolSpec]:
     """Every tool the manager offers, under its qualified name."""
     return [
         ToolSpec(tool.name, tool.description, _schema(tool.input_schema_json, tool.name))
@@ -113,7 +113,7 @@ def mcp_specs(manager: McpConnectionManager) -> list[ToolSpec]:
 
 async def call_mcp(call: ToolCall, ctx: TaskContext) -> ToolOutput:
     """Call an MCP tool by its qualified name through ``ctx.services["mcp"]``."""
-    manager: McpConnectionManager = ctx.services["mcp"]
+    manager: McpRouter = ctx.services["mcp"]
     result = await manager.call_tool(call.name, dict(call.arguments), traceparent=ctx.traceparent)
     text = result.text or result.structured_content_json
     return ToolOutput(text, is_error=result.is_error)
