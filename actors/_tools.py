@@ -3,8 +3,9 @@
 Contract:
 - ``ToolRouter.from_context(ctx)`` builds the tool set from the task's services, in this order (the first
   registration of a name wins, later duplicates are dropped with a log line): ``shell`` when
-  ``services["shell"]`` is a ``SessionShell``; every tool of ``services["mcp"]`` (an
-  ``McpTools`` of the per-server actors, or an ``McpConnectionManager``) under its qualified name ``mcp__SERVER__TOOL``; the agent tools of
+  ``services["shell"]`` is a ``SessionShell``; every tool of ``services["mcp"]`` (the ``McpTools`` of the
+  per-server actors, or an ``McpConnectionManager``) under its qualified name ``mcp__SERVER__TOOL``; the
+  agent tools of
   ``services["agents"].specs()``; the client's ``configuration.dynamic_tools``.
 - ``ToolRouter.dispatch(call, ctx)`` never raises for a tool's sake: an unknown tool, bad arguments or a
   tool that raises all become a ``ToolOutput`` with ``is_error=True`` whose text the model reads. Only
