@@ -78,16 +78,18 @@ class _Worker:
     def __init__(self, pool: WorkerPool, job: Job) -> None:
         self._pool = pool
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, args=(job,), daemon=True,
+        self.jobs.put(job)  # not a thread argument: Thread keeps its arguments alive until the thread ends
+        self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"{WORKER_THREAD_PREFIX}-{next(pool.counter)}")
 
-    def _loop(self, first: Job) -> None:
-        job: Job | None = first
+    def _loop(self) -> None:
+        job: Job | None = self.jobs.get()
         while job is not None:
             try:
                 job()
             except BaseException:  # a job must not kill the worker; actors report their own failures
                 logger.exception("actor run failed outside its actor")
+            job = None  # an idle worker must not keep its last actor (and all it references) alive
             job = self._next()
 
     def _next(self) -> Job | None:

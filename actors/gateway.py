@@ -60,6 +60,8 @@ DEFAULT_MAX_WORKERS = 64
 SHUTDOWN_GRACE_S = 2.0
 #: How long building and starting the server on its loop may take.
 SERVER_START_TIMEOUT_S = 10.0
+#: grpc.aio's poller thread, renamed: leak checks treat ``asyncio_`` threads as process-wide.
+AIO_POLLER_THREAD_NAME = "asyncio_grpc_aio_poller"
 
 STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
@@ -329,4 +331,13 @@ def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote:
         loop.close()
         executor.shutdown(wait=False)
         raise
+    _name_aio_poller()
     return GatewayServer(server, port, health_servicer, executor, loop)
+
+
+def _name_aio_poller() -> None:
+    """Name grpc.aio's completion-queue poller for what it is: process-wide (one for every aio object of the
+    process; it ends when the last one is freed), like the trio host, not part of any one server."""
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_poll_wrapper)"):
+            thread.name = AIO_POLLER_THREAD_NAME

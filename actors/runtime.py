@@ -64,6 +64,15 @@ def _provider_options(loaded: Any, provider: str) -> dict[str, Any]:
     return options
 
 
+def _drop_caller_frames(exc: BaseException) -> None:
+    """Keep only the actor's own frames in a start failure re-raised here: the failed actor keeps the
+    exception, and our callers' frames (a gRPC handler's context) must not live as long as it does."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_name in ("start_session", "result", "__get_result"):
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+
+
 class SessionRuntime:
     """Starts, finds, drives and stops the sessions of one process."""
 
@@ -90,6 +99,7 @@ class SessionRuntime:
             try:
                 actor.started.result(timeout=START_TIMEOUT_S)
             except Exception as exc:
+                _drop_caller_frames(exc)
                 self._forget(setup.session_id)
                 if actor.actor_ref.is_alive():
                     actor.actor_ref.stop(block=True, timeout=STOP_TIMEOUT_S)

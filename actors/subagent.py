@@ -170,6 +170,8 @@ class AgentRegistry:
             self._holding += 1
 
     def _notify(self) -> None:
+        if self._changed is None:  # nobody waits (a waiter creates the event before it reads the records)
+            return
         host = get_host()
 
         def wake() -> None:
@@ -227,13 +229,22 @@ class InheritedShell:
 
     def __init__(self, snapshot: Any, *, emit: Any, cwd: str, extra_env: Mapping[str, str],
                  shell_program: str | None = None, default_timeout_s: float | None = None) -> None:
-        from actors._exec import CommandRunner
-
-        self.runner = CommandRunner(emit=emit, snapshot=snapshot, shell=shell_program)
+        self._emit = emit
+        self._shell_program = shell_program
+        self._runner: Any = None  # built at the first command: most subagents of a big tree never run one
         self.cwd = Path(cwd)
         self.extra_env = dict(extra_env)
         self.snapshot = snapshot
         self.default_timeout_s = default_timeout_s
+
+    @property
+    def runner(self) -> Any:
+        """The subagent's own ``CommandRunner`` (its own exec events), built on first use."""
+        if self._runner is None:
+            from actors._exec import CommandRunner
+
+            self._runner = CommandRunner(emit=self._emit, snapshot=self.snapshot, shell=self._shell_program)
+        return self._runner
 
     async def exec(self, command: str, cwd: Path | str | None = None, *, timeout_s: float | None = None,
                    env: Mapping[str, str] | None = None, call_id: str | None = None) -> Any:
