@@ -20,12 +20,14 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
+import pykka
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,7 +45,7 @@ from actors.errors import (
     StashFull,
     UnknownSession,
 )
-from actors.runtime import SessionRuntime
+from actors.runtime import REQUEST_TIMEOUT_S, SessionRuntime
 from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
 
 __all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "serve"]
@@ -154,6 +156,9 @@ def _handlers(service: SessionService) -> tuple[grpc.GenericRpcHandler, ...]:
         if method.server_streaming:  # StreamEvents: serialized events straight from the log
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _event_stream(service.runtime, request_cls, batched=False))
+        elif method.name in ASYNC_UNARY:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _async_unary(method.name, request_cls, service.runtime), response_serializer=_serialize)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 _unary(method.name, request_cls, getattr(service, method.name)), response_serializer=_serialize)
@@ -192,6 +197,99 @@ def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) 
             except Exception as exc:
                 _fail(ctx, name, exc)
                 raise
+
+    return handle
+
+
+class _LoopReply(pykka.Future[Any]):
+    """A pykka reply slot that resolves an asyncio future: an RPC awaits its session without holding a thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._future = future
+
+    def get(self, timeout: float | None = None) -> Any:
+        raise NotImplementedError("awaited on the loop, never waited for")
+
+    def set(self, value: Any = None) -> None:
+        self._settle(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._settle(None, (exc_info or sys.exc_info())[1])
+
+    def _settle(self, value: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            if not self._future.done():
+                if exc is not None:
+                    self._future.set_exception(exc)
+                else:
+                    self._future.set_result(value)
+
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the server's loop closed: nobody waits for the answer
+            pass
+
+
+async def _ask_session(runtime: SessionRuntime, session_id: str, env: envelope_pb2.Envelope
+                       ) -> envelope_pb2.Envelope:
+    """``runtime.request`` for the loop: the session's reply arrives as an asyncio result."""
+    from pykka._envelope import Envelope  # pykka's inbox item; ``ask`` would block a thread on the reply
+
+    actor = runtime.live(session_id)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    actor.actor_ref.actor_inbox.put(Envelope(env, reply_to=_LoopReply(loop, future)))
+    try:
+        reply = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+    except pykka.ActorDeadError as exc:
+        raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+    assert isinstance(reply, envelope_pb2.Envelope)
+    return reply
+
+
+async def _ask_reply(runtime: SessionRuntime, req: Any, tp: str, ts: str) -> Message:
+    """Submit, Interrupt, UpdateSettings and GetSession of a live session, answered on the loop."""
+    if isinstance(req, session_pb2.GetSessionRequest):
+        try:
+            runtime.live(req.session_id)
+        except (UnknownSession, SessionStateError):  # not live: the runtime answers from the log
+            return session_pb2.GetSessionResponse(session=runtime.get_session(req.session_id))
+        env = envelope_pb2.Envelope(get_session=req)
+    else:
+        env = envelope_pb2.Envelope(**{_ASYNC_PAYLOAD[type(req)]: req})
+    env.trace.traceparent, env.trace.tracestate = tp, ts
+    env.sender = "/gateway"
+    reply = await _ask_session(runtime, req.session_id, env)
+    if isinstance(req, session_pb2.GetSessionRequest):
+        return reply.get_session_reply
+    return getattr(reply, _ASYNC_PAYLOAD[type(req)] + "_reply")  # type: ignore[no-any-return]
+
+
+_ASYNC_PAYLOAD: dict[type, str] = {session_pb2.SubmitRequest: "submit", session_pb2.InterruptRequest: "interrupt",
+                                   session_pb2.UpdateSettingsRequest: "update_settings"}
+#: RPCs served on the loop (a request to one session actor); the rest run on the thread pool.
+ASYNC_UNARY = ("Submit", "Interrupt", "UpdateSettings", "GetSession")
+
+
+def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime) -> Callable[..., Any]:
+    async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            req = request_cls.FromString(raw)
+        except (DecodeError, RuntimeWarning) as exc:
+            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+        meta = dict(ctx.invocation_metadata() or ())
+        tp, ts = str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
+        with _tracing.span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
+            try:
+                return await _ask_reply(runtime, req, rpc_tp or tp, ts)
+            except Exception as exc:
+                code = status_for(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    logger.exception("%s failed", name)
+                await ctx.abort(code, str(exc) or type(exc).__name__)
+        raise AssertionError("unreachable: abort raises")
 
     return handle
 
