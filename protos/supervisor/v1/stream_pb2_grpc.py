@@ -53,6 +53,7 @@ class EventStreamServiceServicer:
 
     def StreamEventBatches(self, request, context):
         """A session's events from from_seq, in runs of at most max_batch consecutive events.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

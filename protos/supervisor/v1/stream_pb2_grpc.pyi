@@ -38,7 +38,9 @@ class EventStreamServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventStreamServiceAsyncStub: ...
     StreamEventBatches: _grpc.UnaryStreamMultiCallable[_stream_pb2.StreamEventBatchesRequest, _stream_pb2.EventBatch]
-    """A session's events from from_seq, in runs of at most max_batch consecutive events."""
+    """A session's events from from_seq, in runs of at most max_batch consecutive events.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 @_typing.type_check_only
 class EventStreamServiceAsyncStub(EventStreamServiceStub):
@@ -49,7 +51,9 @@ class EventStreamServiceAsyncStub(EventStreamServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StreamEventBatches: _aio.UnaryStreamMultiCallable[_stream_pb2.StreamEventBatchesRequest, _stream_pb2.EventBatch]  # type: ignore[assignment]
-    """A session's events from from_seq, in runs of at most max_batch consecutive events."""
+    """A session's events from from_seq, in runs of at most max_batch consecutive events.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 class EventStreamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Event streaming in batches: for clients that follow many events or many sessions. Same contract as
@@ -63,6 +67,8 @@ class EventStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_pb2.StreamEventBatchesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_stream_pb2.EventBatch], _abc.AsyncIterator[_stream_pb2.EventBatch]]:
-        """A session's events from from_seq, in runs of at most max_batch consecutive events."""
+        """A session's events from from_seq, in runs of at most max_batch consecutive events.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
 
 def add_EventStreamServiceServicer_to_server(servicer: EventStreamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
