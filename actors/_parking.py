@@ -29,7 +29,7 @@ __all__ = ["InboxParked", "ParkingInbox", "WorkerPool", "get_pool"]
 logger = logging.getLogger(__name__)
 
 #: How long a worker waits for another job before its thread exits.
-WORKER_IDLE_EXIT_S = 1.0
+WORKER_IDLE_EXIT_S = 0.5
 #: Worker threads' name prefix (they belong to no one session).
 WORKER_THREAD_PREFIX = "actor-worker"
 
