@@ -1,6 +1,6 @@
 """Benchmark: thousands of live subagent sessions in one process, each figure beside its raw baseline.
 
-Run: ``.venv/bin/python bench/bench_scale.py`` (about 60-90 s on 2 cores). Every measurement runs in a fresh
+Run: ``.venv/bin/python bench/bench_scale.py`` (about 75-100 s on 2 cores). Every measurement runs in a fresh
 child process (``--worker``), so that RSS is not shared between them; ours and the baseline alternate.
 Figures:
 - live subagent sessions: subagents of one root session, spawned through the runtime
