@@ -179,9 +179,23 @@ class SessionSupervisor(Supervisor):
             self.emit(events_pb2.ChildRestarted(child_id=child_id, attempt=details.get("attempt", 0),
                                                 reason=details.get("reason", ""),
                                                 backoff_ms=details.get("backoff_ms", 0)))
+            self._subagent_ended(child_id, agents_pb2.AGENT_STATUS_COMPLETED, "restarted from its log")
         elif event == "stopped":
             self.emit(events_pb2.ChildStopped(child_id=child_id, reason=details.get("reason", ""),
                                               abandoned=bool(details.get("abandoned"))))
+            reason = str(details.get("reason", ""))
+            if reason != "shutdown":  # close_agent and the session's own stop record their status themselves
+                status = agents_pb2.AGENT_STATUS_CLOSED if reason == "normal" else agents_pb2.AGENT_STATUS_ERRORED
+                self._subagent_ended(child_id, status, f"crashed: {reason}" if reason != "normal" else "")
+
+    def _subagent_ended(self, child_id: str, status: int, message: str) -> None:
+        """A subagent child crashed, stopped by itself, or came back: its tree's registry and waiters learn it."""
+        registry = self.setup.services.get("agent_registry")
+        if registry is None or child_id not in registry.records:
+            return
+        changed = registry.set_status(child_id, status, message)
+        if changed is not None:
+            self.emit(agents_pb2.AgentStatusChanged(agent=changed[0], previous=changed[1]))  # type: ignore[arg-type]
 
     def on_escalation(self, child_id: str, reason: str) -> None:
         """A child crashed too often: the session reports it and fails."""

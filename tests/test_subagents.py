@@ -168,3 +168,22 @@ def test_child_session_spans_are_children_of_the_spawn_span(stack: Any, span_exp
     first = runtime.log.read(child.agent_id, 0)[0]
     assert _tracing.trace_id_of(first.traceparent) == format(root.context.trace_id, "032x")
     assert runtime.log.read(untraced.agent_id, 0)[0].traceparent == ""  # no orphan trace
+
+
+def test_a_crashed_subagent_is_reported_to_waiters_by_its_parents_supervision(stack: Any) -> None:
+    from protos.supervisor.v1 import envelope_pb2
+
+    stub, runtime, tmp = stack
+    sid = start(stub, tmp)
+    child = spawn(stub, sid, "sleep 30")
+    runtime.live(child.agent_id).actor_ref.tell(envelope_pb2.Envelope(
+        task_failed=envelope_pb2.TaskFailed(task="test", error="injected crash")))
+    waited = stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[child.agent_id],
+                                                          timeout_ms=10_000), timeout=WAIT_S)
+    assert not waited.timed_out
+    assert waited.finished[0].status == agents_pb2.AGENT_STATUS_ERRORED
+    assert "injected crash" in waited.finished[0].last_message
+    stopped = [e.child_stopped for e in runtime.log.read(sid, 0, limit=1000) if e.WhichOneof("msg") == "child_stopped"]
+    assert any(s.child_id == child.agent_id and "injected crash" in s.reason for s in stopped)
+    assert spawn(stub, sid, "still spawning").agent_id  # the parent keeps working
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
