@@ -136,7 +136,7 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
         services.pop("shell", None)
         services["agent_role"] = configuration.session_source.role or "worker"
         services["agent_nickname"] = nickname
-        for key, method in (("hooks", "runner"), ("mcp", "manager")):  # shared with the parent, asked once
+        for key, method in (("hooks", "runner"),):  # shared with the parent, asked once; MCP comes in services
             value = _from_child(session, key, functools.partial(_ask_child, method=method))
             if value is not None:
                 services[key] = value
