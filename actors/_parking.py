@@ -21,6 +21,7 @@ import itertools
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,19 +41,24 @@ class InboxParked(Exception):
     """Raised by ``ParkingInbox.get`` on an empty inbox: the actor's run ends and its thread is given back."""
 
 
-class ParkingInbox(queue.Queue[Any]):
-    """An actor inbox that parks the actor instead of blocking a thread on an empty queue."""
+class ParkingInbox:
+    """An actor inbox (pykka's ``ActorInbox`` protocol) that parks the actor instead of blocking a thread.
+
+    A deque and one lock: no ``queue.Queue`` (three conditions per actor), since ``get`` never waits.
+    """
+
+    __slots__ = ("_items", "_lock", "_parked", "wake")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._park_lock = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
         self._parked = False
         self.wake: Job | None = None  # set when the actor starts: runs the actor's loop again
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Enqueue a message; the put that finds the actor parked starts its next run."""
-        super().put(item, block, timeout)
-        with self._park_lock:
+        with self._lock:
+            self._items.append(item)
             if not self._parked:
                 return
             self._parked = False
@@ -61,16 +67,24 @@ class ParkingInbox(queue.Queue[Any]):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The next message, or ``InboxParked`` (and the actor parked) when there is none."""
-        with self._park_lock:
-            if self.empty():
+        with self._lock:
+            if not self._items:
                 self._parked = True
                 raise InboxParked
-        return super().get(block=False)
+            return self._items.popleft()
+
+    def empty(self) -> bool:
+        """True when no message waits."""
+        return not self._items
+
+    def qsize(self) -> int:
+        """Messages waiting."""
+        return len(self._items)
 
     @property
     def parked(self) -> bool:
         """True while the actor holds no thread."""
-        with self._park_lock:
+        with self._lock:
             return self._parked
 
 
