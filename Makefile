@@ -52,6 +52,7 @@ pytest: setup
 test: setup lint typecheck proto-check pytest
 
 bench: setup
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -15,6 +15,7 @@ from typing import Any
 import pykka
 import pytest
 
+from actors._parking import WORKER_THREAD_PREFIX
 from actors.trio_host import HOST_THREAD_NAME, get_host
 
 #: A private temporary directory for this test process, so that a test leaving a temp file behind is seen
@@ -27,7 +28,10 @@ atexit.register(shutil.rmtree, _PRIVATE_TMP, True)
 #: How long a test's threads, processes and sockets may take to wind down after it ends.
 LEAK_GRACE_S = 5.0
 #: Threads that are process-wide by design, not owned by any session.
-PROCESS_WIDE_THREAD_PREFIXES = (HOST_THREAD_NAME, "Trio thread", "ThreadPoolExecutor-", "asyncio_")
+#: (actor-worker: the shared pool that runs parked actors' messages; an actor still alive is caught by the
+#: actor registry check, and an idle worker exits by itself.)
+PROCESS_WIDE_THREAD_PREFIXES = (HOST_THREAD_NAME, "Trio thread", "ThreadPoolExecutor-", "asyncio_",
+                                WORKER_THREAD_PREFIX)
 
 
 def _child_pids() -> set[int]:
