@@ -1,8 +1,8 @@
 """Which children a session starts, built from its loaded configuration.
 
-Start order is two phases: the network proxy first (it binds in milliseconds, and every later child that runs
-processes needs its environment), then everything else in parallel: the shell snapshotter, the hooks runner,
-the MCP connections, and any extra children (tests, embedders). Shutdown is the reverse.
+Every child starts in parallel; the network proxy is first in start order (so it stops last: processes of the
+other children may still use it). The shell needs the proxy's environment, which exists once the proxy bound
+its port: the session fills it in before its start completes (see ``SessionSupervisor``).
 
 A subagent inherits from its parent (``SessionSetup.inherit``): its shell snapshot (no capture process), a view
 on the parent's proxy (no second proxy), and its hooks registry.
@@ -64,7 +64,7 @@ def shell_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
         return None
     from actors.shell_snapshot import shell_snapshot_child_spec
 
-    options: dict[str, Any] = {"extra_env": dict(proxy_env)}
+    options: dict[str, Any] = {"extra_env": proxy_env}  # the session's own dict, filled once the proxy is up
     if shell.get("program"):
         options["shell"] = str(shell["program"])
     if shell.get("secret_patterns"):

@@ -256,7 +256,12 @@ class SessionSupervisor(Supervisor):
         self._committed = True
 
     def _start_standard_children(self) -> None:
-        """Phase one: the proxy; phase two, in parallel: shell, hooks, MCP and any extra children."""
+        """All children in parallel: the proxy first in order (it stops last), shell, hooks, MCP, extras.
+
+        The shell needs the proxy's environment, known only once the proxy has bound its port: the shell's spec
+        holds ``self.proxy_env`` itself (a restarted shell copies it then), filled in once the proxy is up, and
+        the running shell gets it before ``on_start`` returns, so before any command can run.
+        """
         from actors import _session_children as kids
 
         setup = self.setup
@@ -264,14 +269,9 @@ class SessionSupervisor(Supervisor):
         inherit = setup.services.get("inherit")
         phase1, self._proxy_state = kids.child_phases(loaded, self.configuration, self.session_id, self.emit,
                                                       agent_path=setup.agent_path, inherit=inherit)
-        if phase1:
-            self.start_children(phase1)
-        proxy_env = dict(inherit.proxy_env) if inherit is not None else {}
-        proxy = self.child_ref("proxy")
-        if proxy is not None:
-            proxy_env = proxy.proxy().env().get(timeout=CHILD_CALL_TIMEOUT_S)
-        self.proxy_env = proxy_env
-        phase2: list[ChildSpec] = []
+        self.proxy_env = dict(inherit.proxy_env) if inherit is not None else {}
+        proxy_env = self.proxy_env
+        phase2: list[ChildSpec] = list(phase1)
         if inherit is not None:
             from actors.subagent import InheritedShell
 
@@ -296,6 +296,12 @@ class SessionSupervisor(Supervisor):
         phase2.extend(setup.children)
         if phase2:
             self.start_children(phase2)
+        proxy = self.child_actor("proxy")
+        if proxy is not None:  # plain reads of started children: no pykka proxy needed (building one costs ~1 ms)
+            proxy_env.update(proxy.env())
+            shell = self.child_actor("shell_snapshot")
+            if shell is not None:
+                shell.shell().extra_env.update(proxy_env)
 
     def _await_mcp_startup(self) -> None:
         """MCP servers start in the background; a required one that fails fails this start (transactional)."""

@@ -186,26 +186,23 @@ class AgentRegistry:
 
     async def wait(self, agent_ids: list[str], timeout_s: float) -> tuple[list[agents_pb2.AgentInfo], bool]:
         """On the trio loop: the agents already final, else the first to become final, or timed out."""
-        with trio.move_on_after(min(timeout_s, MAX_WAIT_S)):
-            while True:
-                changed = self._changed
-                if changed is None:
-                    changed = self._changed = trio.Event()
-                finished = self._final(agent_ids)
-                if finished:
-                    return finished, False
-                await changed.wait()
-        return self._final(agent_ids), True
+        return await self._wait_until(agent_ids, timeout_s, need=1)
 
     async def wait_all(self, agent_ids: list[str], timeout_s: float) -> tuple[list[agents_pb2.AgentInfo], bool]:
         """On the trio loop: wait until every agent is final (or the timeout); returns those final."""
+        return await self._wait_until(agent_ids, timeout_s, need=len(agent_ids))
+
+    async def _wait_until(self, agent_ids: list[str], timeout_s: float, need: int
+                          ) -> tuple[list[agents_pb2.AgentInfo], bool]:
+        if not agent_ids:
+            return [], False
         with trio.move_on_after(min(timeout_s, MAX_WAIT_S)):
             while True:
                 changed = self._changed
                 if changed is None:
                     changed = self._changed = trio.Event()
                 finished = self._final(agent_ids)
-                if len(finished) == len(agent_ids):
+                if len(finished) >= need:
                     return finished, False
                 await changed.wait()
         return self._final(agent_ids), True

@@ -367,6 +367,11 @@ class Supervisor(SupervisedActor):
             return None
         return child.ref
 
+    def child_actor(self, child_id: str) -> Any:
+        """The live child's actor object, for its thread-safe plain reads; None while absent or restarting."""
+        ref = self.child_ref(child_id)
+        return None if ref is None else ref._actor_weakref()
+
     def children(self) -> list[str]:
         """Child ids in start order."""
         return list(self._children)

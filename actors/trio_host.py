@@ -162,11 +162,11 @@ class TrioHost:
     def start(self) -> None:
         """Start the loop thread if it is not running yet (idempotent, thread-safe)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._started.clear()
-            self._thread = threading.Thread(target=self._main, name=HOST_THREAD_NAME, daemon=True)
-            self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                self._started.clear()
+                self._thread = threading.Thread(target=self._main, name=HOST_THREAD_NAME, daemon=True)
+                self._thread.start()
+        # every caller, not only the one that started the thread, waits until the loop has its token
         if not self._started.wait(LOOP_START_TIMEOUT_S):
             raise RuntimeError("trio host loop did not start")
 

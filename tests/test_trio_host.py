@@ -91,3 +91,26 @@ def test_an_exception_group_with_one_error_reports_that_error() -> None:
 
     with pytest.raises(KeyError, match="inner"):
         host.submit(failing_child).result(5)
+
+
+def test_concurrent_first_use_waits_for_the_loop() -> None:
+    from actors.trio_host import TrioHost
+
+    host = TrioHost()  # a fresh host: several threads race to start it, none may see it half started
+    tokens: list[object] = []
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            host.start()
+            tokens.append(host.token)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    host.stop()
+    assert not errors and len(tokens) == 8 and len({id(t) for t in tokens}) == 1
