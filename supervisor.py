@@ -27,6 +27,9 @@ from typing import Any
 DEFAULT_PROMPT = "hello from session-supervisor"
 #: Longest a `run` waits for its turn to finish.
 RUN_TIMEOUT_S = 600.0
+#: Lines of the final agent message shown under the agent tree (the log and --json keep all of it).
+FINAL_MESSAGE_LINES = 4
+FINAL_LINE_CHARS = 160
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,7 +157,11 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         if view is not None and console is not None:
             console.print(view.render_tree())
             if view.final_message:
-                console.print(view.final_message, markup=False)
+                text = view.final_message.strip()
+                lines = [line[:FINAL_LINE_CHARS] for line in text.splitlines()[:FINAL_MESSAGE_LINES]]
+                console.print("\n".join(lines), markup=False)
+                if "\n".join(lines) != text:
+                    console.print("[dim](cut here: `supervisor.py sessions show ID` or --json print all of it)[/]")
     except SupervisorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         exit_code = 2
