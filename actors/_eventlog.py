@@ -17,12 +17,15 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio is only for the gateway's streams; importing it costs the CLI's cold start
+    import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +231,8 @@ class EventLog:
     async def follow_raw(self, session_id: str, from_seq: int = 0, *, live: bool = True,
                          max_batch: int = READ_BATCH) -> AsyncIterator[list[tuple[int, bytes]]]:
         """``follow`` for an asyncio loop: runs of ``(seq, serialized event)``, logged then live."""
+        import asyncio
+
         ready = asyncio.Event()
         loop = asyncio.get_running_loop()
         sub = self.hub.subscribe(session_id, raw=True, on_put=_LoopWaker.for_loop(loop).waker(ready)) if live else None

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
 from protos.supervisor.v1 import events_pb2
 
 __all__ = ["JsonlTranslator"]
@@ -64,6 +62,8 @@ class JsonlTranslator:
             if extra is not None:
                 out.append(extra)
             elif self.verbose:
+                from google.protobuf.json_format import MessageToDict
+
                 body = MessageToDict(getattr(event, kind or ""), preserving_proto_field_name=True)
                 out.append({"type": f"event.{kind}", "seq": event.seq, **body})
         return out
