@@ -106,9 +106,22 @@ def _parent_snapshot(session: SessionSupervisor) -> Any:
     return _from_child(session, "shell_snapshot", _fetch_snapshot)
 
 
+def _inheritance(session: SessionSupervisor, snapshot: Any, configuration: config_pb2.SessionConfiguration,
+                 agent_path: str) -> Any:
+    """What the child takes over: the snapshot, and its own view on the tree's proxy (policy and audit tagged
+    with its agent path; approvals remembered for the whole tree)."""
+    from actors._session_children import Inheritance
+
+    parent = session.setup.services.get("inherit")
+    proxy = parent.proxy if parent is not None and parent.proxy is not None else session.child_actor("proxy")
+    if proxy is None:
+        return Inheritance(snapshot=snapshot, proxy_env=dict(session.proxy_env))
+    token = proxy.add_view(configuration.permission_profile.network, agent_path=agent_path)
+    return Inheritance(snapshot=snapshot, proxy_env=proxy.env(token), proxy_token=token, proxy=proxy)
+
+
 def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> agents_pb2.SpawnAgentResponse:
     """Start a subagent as a supervised child of ``session`` and give it its first task."""
-    from actors._session_children import Inheritance
     from actors.session import SessionSetup
 
     registry = registry_for(session)
@@ -140,7 +153,7 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
             value = _from_child(session, key, functools.partial(_ask_child, method=method))
             if value is not None:
                 services[key] = value
-        services["inherit"] = Inheritance(snapshot=snapshot, proxy_env=dict(session.proxy_env))
+        services["inherit"] = _inheritance(session, snapshot, configuration, agent_path)
         services["agent_registry"] = registry
         history = list(session.setup.history) if request.fork_context else []
         with _tracing.span("agent.spawn", request.traceparent, new_root_if_untraced=False,

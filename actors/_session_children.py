@@ -30,6 +30,9 @@ class Inheritance:
 
     snapshot: Any = None  # actors._shell_capture.Snapshot
     proxy_env: dict[str, str] = field(default_factory=dict)
+    #: The subagent's own view on the tree's proxy (its policy; approvals shared with the tree), and the proxy.
+    proxy_token: str = ""
+    proxy: Any = None  # actors.network_proxy.NetworkProxyActor
     hooks_registry: Any = None
     hooks_warnings: list[str] = field(default_factory=list)
 

@@ -38,6 +38,9 @@ def _exec(session: SessionSupervisor, request: shell_pb2.ExecRequest) -> Reply:
     for name in request.env:
         if not name or "=" in name or "\x00" in name:
             raise ConfigError(f"env: invalid variable name {name!r}")
+    inherited = session.inherited_shell
+    if inherited is not None:  # a subagent: its own runner over the parent's snapshot, in its own scope
+        return session.run_task(inherited.exec_request, request, critical=False, name="exec")
     shell = _child(session, "shell_snapshot", "shell")
     future: concurrent.futures.Future[Any] = shell.exec_request(request).get(timeout=10)
     return future

@@ -327,6 +327,11 @@ class SessionSupervisor(Supervisor):
         for warning in report.warnings:
             self.emit(events_pb2.Warning(message=warning))
 
+    @property
+    def inherited_shell(self) -> Any:
+        """A subagent's shell (the parent's snapshot, its own runner), or None for a session with a shell actor."""
+        return self._inherited_shell
+
     def _child_call(self, child_id: str, method: str, *args: Any) -> Any:
         """Call a method of a live child and wait for its answer; None when the child is absent."""
         ref = self.child_ref(child_id)
@@ -425,8 +430,11 @@ class SessionSupervisor(Supervisor):
         self.emit(events_pb2.SettingsUpdated(configuration=new))
         self.on_settings_changed(new)
         ref = self.child_ref("proxy")
+        inherit = self.setup.services.get("inherit")
         if ref is not None:
             ref.proxy().set_policy(new.permission_profile.network)
+        elif inherit is not None and inherit.proxy is not None and inherit.proxy_token:
+            inherit.proxy.set_policy(new.permission_profile.network, inherit.proxy_token)
         self._set_approval_mode()
         return envelope_pb2.Envelope(correlation_id=env.correlation_id,
                                      update_settings_reply=session_pb2.UpdateSettingsResponse(configuration=new))
@@ -590,6 +598,9 @@ class SessionSupervisor(Supervisor):
         if self._finished:
             return
         self._finished = True
+        inherit = self.setup.services.get("inherit")
+        if inherit is not None and inherit.proxy is not None and inherit.proxy_token:
+            inherit.proxy.remove_view(inherit.proxy_token)  # its token is refused from now on
         if "provider" in self.task_state:
             from actors._turn import close_turn_state
 

@@ -187,3 +187,48 @@ def test_a_crashed_subagent_is_reported_to_waiters_by_its_parents_supervision(st
     assert any(s.child_id == child.agent_id and "injected crash" in s.reason for s in stopped)
     assert spawn(stub, sid, "still spawning").agent_id  # the parent keeps working
     stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+
+
+def test_a_subagent_has_its_own_proxy_view_and_exec(stack: Any) -> None:
+    import http.server
+
+    from protos.supervisor.v1 import shell_pb2
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"hi")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    serving = threading.Thread(target=upstream.serve_forever)
+    serving.start()
+    try:
+        stub, runtime, tmp = stack
+        port = upstream.server_address[1]
+        sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp), config_overrides=[
+            'shell.program="/bin/bash"', f'network.allowed_domains=["127.0.0.1:{port}"]',
+            "network.allow_local_binding=true"]), timeout=WAIT_S).session_id
+        child = spawn(stub, sid, "")
+        env = stub.Exec(shell_pb2.ExecRequest(session_id=child.agent_id, command="echo $HTTP_PROXY"), timeout=WAIT_S)
+        proxy_url = env.output.strip()
+        assert "@127.0.0.1:" in proxy_url  # the subagent's own view token in its proxy URL
+        fetched = stub.Exec(shell_pb2.ExecRequest(session_id=child.agent_id,
+                                                  command=f"curl -sS http://127.0.0.1:{port}/"), timeout=WAIT_S)
+        assert fetched.exit_code == 0 and fetched.output.strip() == "hi"
+        audits = [e for e in runtime.log.read(sid, 0, limit=1000)
+                  if e.WhichOneof("msg") == "network_connection_audit"]
+        assert any(a.network_connection_audit.agent_path == f"/root/{child.nickname}" for a in audits)
+        stub.CloseAgent(agents_pb2.CloseAgentRequest(session_id=sid, agent_id=child.agent_id), timeout=WAIT_S)
+        refused = stub.Exec(shell_pb2.ExecRequest(session_id=sid, command=(
+            f"curl -s -o /dev/null -w '%{{http_code}}' -x '{proxy_url}' http://127.0.0.1:{port}/")), timeout=WAIT_S)
+        assert refused.output.strip() == "407"  # a closed subagent's view token is refused
+        stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+        serving.join(WAIT_S)
