@@ -217,8 +217,8 @@ def _sessions(args: argparse.Namespace) -> int:
         for event in log.follow(args.session_id, 0, live=False):
             if args.json:
                 print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)))
-            else:
-                print(f"{event.seq:>5} {render_event(event, plain=True)}")
+            elif line := render_event(event, plain=True):  # streamed deltas have no line of their own
+                print(f"{event.seq:>5} {line}")
         return 0
     finally:
         log.close()
@@ -237,4 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `supervisor.py sessions show ID | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -47,6 +47,23 @@ def render_event(event: events_pb2.Event, *, plain: bool = False) -> str:
         line = f"[yellow]child {event.child_restarted.child_id} restarted[/] ({event.child_restarted.reason})"
     elif kind == "child_stopped":
         line = f"[dim]child {event.child_stopped.child_id} stopped ({event.child_stopped.reason})[/]"
+    elif kind == "tool_call_begin":
+        line = f"[magenta]tool[/] {event.tool_call_begin.name} {event.tool_call_begin.arguments_json[:100]}"
+    elif kind == "tool_call_end":
+        end = event.tool_call_end
+        status = "[red]error[/]" if end.is_error else "ok"
+        line = f"[magenta]tool[/] {end.name} {status} in {end.duration_ms} ms"
+    elif kind == "exec_end":
+        line = f"[blue]exec[/] exit {event.exec_end.exit_code} in {event.exec_end.duration_ms} ms"
+    elif kind == "agent_spawned":
+        agent = event.agent_spawned.agent
+        line = f"[cyan]spawned[/] {agent.agent_path} ({agent.role or 'agent'})"
+    elif kind == "network_request_blocked":
+        blocked = event.network_request_blocked
+        line = f"[red]blocked[/] {blocked.host}:{blocked.port} ({blocked.reason})"
+    elif kind == "mcp_startup_complete":
+        done = event.mcp_startup_complete
+        line = f"[dim]MCP ready: {', '.join(done.ready) or '-'}; failed: {len(done.failed)}[/]"
     elif kind:
         line = f"[dim]{kind}[/]"
     text = who + line if line else ""
