@@ -13,6 +13,9 @@ Tasks: at most one runs; a second ``Submit`` queues (``TaskQueued``), or with ``
 one (``TurnAborted``, reason ``interrupted``) and runs now. A task is a trio task in its own cancel scope.
 Stop: the running task is aborted (reason ``shutdown``), children stop newest first, ``SessionStopped`` is the
 last event, the log closes the session's streams.
+
+Children and the services tasks see live in ``_session_services`` (``SessionChildrenMixin``); subagent
+bookkeeping in ``_session_agents`` (``SessionAgentsMixin``).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors import _tracing
 from actors._eventlog import STOPPED, EventLog, SessionClosed
+from actors._session_agents import SessionAgentsMixin
+from actors._session_services import SessionChildrenMixin
 from actors._tasks import TaskContext, TaskResult, TaskRunner, builtin_runner
-from actors.errors import LimitExceeded, StartupFailed
-from actors.supervision import ChildSpec, Supervisor, exc_text
+from actors.errors import LimitExceeded
+from actors.supervision import ChildSpec, exc_text
 from actors.trio_host import TaskCancelled, TaskScope, get_host
 from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
 
@@ -45,10 +49,6 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_TASKS = 64
 #: How long a cancelled task gets to unwind before the session stops waiting for it.
 TASK_CANCEL_TIMEOUT_S = 5.0
-#: How long the session waits for a child to answer a synchronous call.
-CHILD_CALL_TIMEOUT_S = 10.0
-#: Upper bound on waiting for required MCP servers (each is bounded by its own startup_timeout_sec too).
-MCP_REQUIRED_WAIT_S = 600.0
 
 _EVENT_FIELDS: dict[str, str] = {}
 
@@ -111,7 +111,7 @@ class _Task:
     abort_reason: str = ""
 
 
-class SessionSupervisor(Supervisor):
+class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
     """A session: supervisor of its children, owner of its event stream, runner of one task at a time."""
 
     #: An idle session holds no thread (10,000 live sessions must not mean 10,000 threads).
@@ -188,32 +188,10 @@ class SessionSupervisor(Supervisor):
                 status = agents_pb2.AGENT_STATUS_CLOSED if reason == "normal" else agents_pb2.AGENT_STATUS_ERRORED
                 self._subagent_ended(child_id, status, f"crashed: {reason}" if reason != "normal" else "")
 
-    def _subagent_ended(self, child_id: str, status: int, message: str) -> None:
-        """A subagent child crashed, stopped by itself, or came back: its tree's registry and waiters learn it."""
-        registry = self.setup.services.get("agent_registry")
-        if registry is None or child_id not in registry.records:
-            return
-        changed = registry.set_status(child_id, status, message)
-        if changed is not None:
-            self.emit(agents_pb2.AgentStatusChanged(agent=changed[0], previous=changed[1]))  # type: ignore[arg-type]
-
     def on_escalation(self, child_id: str, reason: str) -> None:
         """A child crashed too often: the session reports it and fails."""
         self._stop_reason = f"failed: {reason}"
         self.emit(events_pb2.SessionError(message=reason, code="restart_intensity"))
-
-    def _record_child_span(self, child_id: str, duration_ms: int) -> None:
-        from opentelemetry import trace
-
-        if not self.setup.start_traceparent:
-            return
-        end = time.time_ns()
-        ctx = _tracing.extract_context(self.setup.start_traceparent)
-        span = trace.get_tracer(_tracing.TRACER_NAME).start_span(
-            f"child.start {child_id}", context=ctx, start_time=end - duration_ms * 1_000_000,
-            attributes={"session.id": self.session_id, "child.id": child_id},
-        )
-        span.end(end_time=end)
 
     # --- start-up -------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -254,119 +232,6 @@ class SessionSupervisor(Supervisor):
             raise
         self._log.commit_session(self.session_id)
         self._committed = True
-
-    def _start_standard_children(self) -> None:
-        """All children in parallel: the proxy first in order (it stops last), shell, hooks, MCP, extras.
-
-        The shell needs the proxy's environment, known only once the proxy has bound its port: the shell's spec
-        holds ``self.proxy_env`` itself (a restarted shell copies it then), filled in once the proxy is up, and
-        the running shell gets it before ``on_start`` returns, so before any command can run.
-        """
-        from actors import _session_children as kids
-
-        setup = self.setup
-        loaded = setup.services.get("loaded_config")
-        inherit = setup.services.get("inherit")
-        phase1, self._proxy_state = kids.child_phases(loaded, self.configuration, self.session_id, self.emit,
-                                                      agent_path=setup.agent_path, inherit=inherit)
-        self.proxy_env = dict(inherit.proxy_env) if inherit is not None else {}
-        proxy_env = self.proxy_env
-        phase2: list[ChildSpec] = list(phase1)
-        if inherit is not None:
-            from actors.subagent import InheritedShell
-
-            shell_program = loaded.table("shell").get("program") if loaded is not None else None
-            self._inherited_shell = InheritedShell(inherit.snapshot, emit=self.emit, cwd=self.configuration.cwd,
-                                                   extra_env=proxy_env, shell_program=shell_program)
-        elif loaded is not None:
-            shell = kids.shell_spec(loaded, self.configuration, session_id=self.session_id, emit=self.emit,
-                                    proxy_env=proxy_env, inherit=inherit,
-                                    live_session_ids=setup.services.get("live_session_ids"))
-            if shell is not None:
-                phase2.append(shell)
-            hooks = kids.hooks_spec(loaded, self.configuration, self.session_id, self.emit, inherit)
-            if hooks is not None:
-                phase2.append(hooks[0])
-                setup.warnings.extend(hooks[1])
-            mcp = kids.mcp_spec(loaded, self.configuration, self.emit)
-            if mcp is not None:  # one child per server; tasks (and subagents) reach them through one McpTools
-                phase2.extend(mcp.specs)
-                setup.services["mcp"] = mcp.tools
-                self._mcp_required = mcp.required
-        phase2.extend(setup.children)
-        if phase2:
-            self.start_children(phase2)
-        proxy = self.child_actor("proxy")
-        if proxy is not None:  # plain reads of started children: no pykka proxy needed (building one costs ~1 ms)
-            proxy_env.update(proxy.env())
-            shell = self.child_actor("shell_snapshot")
-            if shell is not None:
-                shell.shell().extra_env.update(proxy_env)
-
-    def _await_mcp_startup(self) -> None:
-        """MCP servers start in the background; a required one that fails fails this start (transactional)."""
-        tools = self.setup.services.get("mcp")
-        if tools is None or self.setup.services.get("inherit") is not None:  # none, or the parent's (shared)
-            return
-        startup: concurrent.futures.Future[Any] = tools.startup
-
-        def warn(done: concurrent.futures.Future[Any]) -> None:
-            if done.exception() is None:
-                for warning in done.result().warnings:
-                    self.emit(events_pb2.Warning(message=warning))
-
-        if not self._mcp_required:
-            startup.add_done_callback(warn)
-            return
-        from actors._mcp_errors import McpRequiredServersFailed
-
-        try:
-            report = startup.result(timeout=MCP_REQUIRED_WAIT_S)
-        except McpRequiredServersFailed as exc:
-            raise StartupFailed(str(exc)) from exc
-        for warning in report.warnings:
-            self.emit(events_pb2.Warning(message=warning))
-
-    @property
-    def inherited_shell(self) -> Any:
-        """A subagent's shell (the parent's snapshot, its own runner), or None for a session with a shell actor."""
-        return self._inherited_shell
-
-    def _child_call(self, child_id: str, method: str, *args: Any) -> Any:
-        """Call a method of a live child and wait for its answer; None when the child is absent."""
-        ref = self.child_ref(child_id)
-        if ref is None:
-            return None
-        return getattr(ref.proxy(), method)(*args).get(timeout=CHILD_CALL_TIMEOUT_S)
-
-    def _run_hook_soon(self, event_name: str, fields: dict[str, Any]) -> None:
-        ref = self.child_ref("hooks")
-        if ref is not None:
-            ref.proxy().run(event_name, fields, self.setup.start_traceparent or None)
-
-    def task_services(self) -> dict[str, Any]:
-        """What a task may use: the session's children, looked up now (they may have restarted)."""
-        services = dict(self.setup.services)
-        services["proxy_env"] = dict(self.proxy_env)
-        shell = self._inherited_shell or self._child_call("shell_snapshot", "shell")
-        if shell is not None:
-            services["shell"] = shell
-        hooks = self._child_call("hooks", "runner")
-        if hooks is not None:
-            services["hooks"] = hooks
-        # services["mcp"] (the McpTools of the mcp:NAME children, or a parent's) comes with setup.services
-        from actors._agent_control import AgentTools, registry_for
-
-        services["agents"] = AgentTools(self.actor_ref, self.session_id, registry_for(self))
-        services.setdefault("agent_role", "root")
-        return services
-
-    def _set_approval_mode(self) -> None:
-        """Deny network approvals without asking when the policy is never or no turn is active."""
-        never = self.configuration.approval_policy == config_pb2.APPROVAL_POLICY_NEVER
-        ref = self.child_ref("proxy")
-        if ref is not None:
-            ref.proxy().set_deny_without_asking(never or self._running is None)
 
     # --- requests (Envelope in, Envelope out) -------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -505,36 +370,6 @@ class SessionSupervisor(Supervisor):
             await agents.wait_children(_agent_control.PARENT_WAIT_S)
         return result
 
-    def _report_agent_status(self, status: int, message: str) -> None:
-        """A subagent tells its tree's registry and its parent (the parent's wake-up notification)."""
-        if self.configuration.session_source.kind != config_pb2.SessionSource.KIND_SUBAGENT:
-            return
-        registry = self.setup.services.get("agent_registry")
-        changed = registry.set_status(self.session_id, status, message) if registry is not None else None
-        if changed is None or self.supervisor_ref is None:
-            return
-        note = events_pb2.Event()
-        note.agent_status_changed.agent.CopyFrom(changed[0])
-        note.agent_status_changed.previous = changed[1]  # type: ignore[assignment]
-        try:
-            self.supervisor_ref.tell(envelope_pb2.Envelope(sender=self.setup.agent_path, event=note))
-        except Exception:  # the parent is gone: nobody to notify
-            logger.debug("parent of %s is gone", self.session_id)
-
-    def _on_agent_event(self, env: envelope_pb2.Envelope) -> None:
-        """A subagent's status changed: log it (the notification); wake an idle parent if configured."""
-        if env.event.WhichOneof("msg") != "agent_status_changed":
-            return
-        change = env.event.agent_status_changed
-        self.emit(change)
-        from actors import _agent_control
-
-        final = change.agent.status in (agents_pb2.AGENT_STATUS_COMPLETED, agents_pb2.AGENT_STATUS_ERRORED)
-        if final and self._running is None and _agent_control.wake_parent_turn(self):
-            self._on_submit(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
-                session_id=self.session_id,
-                input=f"[subagent {change.agent.nickname} finished] {change.agent.last_message}")))
-
     def _abort_running(self, reason: str) -> None:
         task = self._running
         if task is None or task.scope is None:
@@ -562,15 +397,6 @@ class SessionSupervisor(Supervisor):
             self._start_task(self._queue.popleft())
         else:
             self._set_approval_mode()
-
-    def _end_of_turn_for_agents(self, note: envelope_pb2.TaskDone) -> None:
-        from actors import _agent_control
-
-        completed = note.outcome == "completed"
-        if not completed or _agent_control.on_parent_end(self) == "cancel":
-            _agent_control.close_all(self)  # an aborted turn takes its subagents with it
-        status = agents_pb2.AGENT_STATUS_COMPLETED if completed else agents_pb2.AGENT_STATUS_ERRORED
-        self._report_agent_status(status, note.last_agent_message or note.error or note.outcome)
 
     # --- stopping -------------------------------------------------------------------------------------
     def _stop(self) -> None:
