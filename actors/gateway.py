@@ -90,13 +90,13 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _metadata_trace(context: grpc.ServicerContext) -> tuple[str, str]:
+def _metadata_trace(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
     meta = dict(context.invocation_metadata() or ())
     return str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
 
 
 class SessionService:
-    """Implements ``supervisor.v1.SessionService`` on a ``SessionRuntime``."""
+    """The ``SessionService`` RPCs served on the thread pool (``ASYNC_UNARY`` and the streams run on the loop)."""
 
     def __init__(self, runtime: SessionRuntime) -> None:
         self.runtime = runtime
@@ -105,26 +105,9 @@ class SessionService:
                      ) -> session_pb2.StartSessionResponse:
         return self.runtime.start_session(req, tp, ts)
 
-    def UpdateSettings(self, req: session_pb2.UpdateSettingsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
-                       ) -> session_pb2.UpdateSettingsResponse:
-        env = envelope_pb2.Envelope(update_settings=req)
-        return self._ask(req.session_id, env, tp, ts).update_settings_reply
-
-    def Submit(self, req: session_pb2.SubmitRequest, ctx: grpc.ServicerContext, tp: str, ts: str
-               ) -> session_pb2.SubmitResponse:
-        return self._ask(req.session_id, envelope_pb2.Envelope(submit=req), tp, ts).submit_reply
-
-    def Interrupt(self, req: session_pb2.InterruptRequest, ctx: grpc.ServicerContext, tp: str, ts: str
-                  ) -> session_pb2.InterruptResponse:
-        return self._ask(req.session_id, envelope_pb2.Envelope(interrupt=req), tp, ts).interrupt_reply
-
     def StopSession(self, req: session_pb2.StopSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                     ) -> session_pb2.StopSessionResponse:
         return self.runtime.stop_session(req.session_id)
-
-    def GetSession(self, req: session_pb2.GetSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
-                   ) -> session_pb2.GetSessionResponse:
-        return session_pb2.GetSessionResponse(session=self.runtime.get_session(req.session_id))
 
     def ListSessions(self, req: session_pb2.ListSessionsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                      ) -> session_pb2.ListSessionsResponse:
@@ -141,12 +124,6 @@ class SessionService:
     Exec = ResolveApproval = GetNetworkProxy = ListHooks = _feature
     SpawnAgent = SendAgentInput = WaitAgents = CloseAgent = ResumeAgent = ListAgents = _feature
     McpToolCall = McpListTools = McpAcceptTools = McpServerControl = McpResolveElicitation = _feature
-
-    def _ask(self, session_id: str, env: envelope_pb2.Envelope, tp: str, ts: str) -> envelope_pb2.Envelope:
-        env.trace.traceparent, env.trace.tracestate = tp, ts
-        env.sender = "/gateway"
-        return self.runtime.request(session_id, env)
-
 
 def _handlers(service: SessionService) -> tuple[grpc.GenericRpcHandler, ...]:
     descriptor = session_pb2.DESCRIPTOR.services_by_name["SessionService"]
@@ -279,8 +256,7 @@ def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime)
             req = request_cls.FromString(raw)
         except (DecodeError, RuntimeWarning) as exc:
             await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
-        meta = dict(ctx.invocation_metadata() or ())
-        tp, ts = str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
+        tp, ts = _metadata_trace(ctx)
         with _tracing.span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
             try:
                 return await _ask_reply(runtime, req, rpc_tp or tp, ts)
