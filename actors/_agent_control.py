@@ -120,10 +120,43 @@ def _inheritance(session: SessionSupervisor, snapshot: Any, configuration: confi
     return Inheritance(snapshot=snapshot, proxy_env=proxy.env(token), proxy_token=token, proxy=proxy)
 
 
-def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> agents_pb2.SpawnAgentResponse:
-    """Start a subagent as a supervised child of ``session`` and give it its first task."""
+def _start_subagent(session: SessionSupervisor, agent_id: str, configuration: config_pb2.SessionConfiguration, *,
+                    start_kind: str, nickname: str, history: list[Any], restart: Restart,
+                    traceparent: str = "") -> Any:
+    """Start a subagent session (new or resumed) as a supervised child of ``session``; returns its ref.
+
+    It inherits the parent's services, snapshot (no capture), hooks runner and MCP tools, and gets its own view
+    on the tree's proxy.
+    """
     from actors.session import SessionSetup
 
+    agent_path = configuration.session_source.agent_path
+    services = dict(session.setup.services)
+    services.pop("shell", None)
+    services["agent_role"] = configuration.session_source.role or "worker"
+    services["agent_nickname"] = nickname
+    hooks = _from_child(session, "hooks", functools.partial(_ask_child, method="runner"))  # asked once per child
+    if hooks is not None:
+        services["hooks"] = hooks
+    services["inherit"] = _inheritance(session, _parent_snapshot(session), configuration, agent_path)
+    services["agent_registry"] = registry_for(session)
+    setup = SessionSetup(
+        session_id=agent_id, start_kind=start_kind, configuration=configuration,
+        constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
+        start_traceparent=traceparent, agent_path=agent_path, services=services, history=history,
+        on_exit=session.setup.services.get("forget_session"), relay=session.relay,
+    )
+    session.start_child(ChildSpec(agent_id, type(session), {"setup": setup}, restart=restart, kind="subagent"))
+    child_ref = session.child_ref(agent_id)
+    assert child_ref is not None
+    register = session.setup.services.get("register_session")
+    if register is not None:
+        register(agent_id, child_ref)
+    return child_ref
+
+
+def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> agents_pb2.SpawnAgentResponse:
+    """Start a subagent as a supervised child of ``session`` and give it its first task."""
     registry = registry_for(session)
     source = session.configuration.session_source
     depth = source.depth + 1
@@ -144,36 +177,14 @@ def spawn(session: SessionSupervisor, request: agents_pb2.SpawnAgentRequest) -> 
             configuration.collaboration_mode.model = model
         if settings.get("instructions"):
             configuration.developer_instructions = str(settings["instructions"])
-        snapshot = _parent_snapshot(session)
-        services = dict(session.setup.services)
-        services.pop("shell", None)
-        services["agent_role"] = configuration.session_source.role or "worker"
-        services["agent_nickname"] = nickname
-        for key, method in (("hooks", "runner"),):  # shared with the parent, asked once; MCP comes in services
-            value = _from_child(session, key, functools.partial(_ask_child, method=method))
-            if value is not None:
-                services[key] = value
-        services["inherit"] = _inheritance(session, snapshot, configuration, agent_path)
-        services["agent_registry"] = registry
         history = list(session.setup.history) if request.fork_context else []
+        restart = Restart.TRANSIENT if settings.get("restart", "") == "transient" else Restart.TEMPORARY
         with _tracing.span("agent.spawn", request.traceparent, new_root_if_untraced=False,
                            attributes={"agent.nickname": nickname, "agent.depth": depth}) as spawn_tp, \
                 _tracing.span("subagent.session", spawn_tp, new_root_if_untraced=False,
                               attributes={"session.id": agent_id, "agent.path": agent_path}) as session_tp:
-            setup = SessionSetup(
-                session_id=agent_id, start_kind="new", configuration=configuration,
-                constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
-                start_traceparent=session_tp, agent_path=agent_path, services=services, history=history,
-                on_exit=session.setup.services.get("forget_session"), relay=session.relay,
-            )
-            restart = Restart.TRANSIENT if settings.get("restart", "") == "transient" else Restart.TEMPORARY
-            session.start_child(ChildSpec(agent_id, type(session), {"setup": setup}, restart=restart,
-                                          kind="subagent"))
-        register = session.setup.services.get("register_session")
-        child_ref = session.child_ref(agent_id)
-        assert child_ref is not None
-        if register is not None:
-            register(agent_id, child_ref)
+            child_ref = _start_subagent(session, agent_id, configuration, start_kind="new", nickname=nickname,
+                                        history=history, restart=restart, traceparent=session_tp)
     except BaseException:
         registry.unreserve()
         raise
@@ -251,7 +262,7 @@ def list_agents(session: SessionSupervisor, request: agents_pb2.ListAgentsReques
 
 def resume(session: SessionSupervisor, request: agents_pb2.ResumeAgentRequest) -> agents_pb2.ResumeAgentResponse:
     """Start a closed subagent again from its log, under the same id."""
-    from actors.session import SessionSetup
+    from actors.session import HISTORY_KINDS
 
     record = _child(session, request.agent_id)
     if session.child_ref(request.agent_id) is not None:
@@ -262,22 +273,9 @@ def resume(session: SessionSupervisor, request: agents_pb2.ResumeAgentRequest) -
     if logged is None:
         raise UnknownSession(f"subagent {request.agent_id} is not in the log")
     configuration = config_pb2.SessionConfiguration.FromString(logged.config)
-    kinds = ("turn_started", "agent_message", "turn_completed", "compacted")
-    services = dict(session.setup.services)
-    setup = SessionSetup(
-        session_id=request.agent_id, start_kind="resume", configuration=configuration,
-        constraints=session.setup.constraints, log=session.setup.log, task_runner=session.setup.task_runner,
-        agent_path=record.info.agent_path, services=services, relay=session.relay,
-        history=session.setup.log.read_kinds(request.agent_id, kinds),
-        on_exit=session.setup.services.get("forget_session"),
-    )
-    services["agent_nickname"] = record.info.nickname
-    session.start_child(ChildSpec(request.agent_id, type(session), {"setup": setup}, restart=Restart.TEMPORARY,
-                                  kind="subagent"))
-    register = services.get("register_session")
-    ref = session.child_ref(request.agent_id)
-    if register is not None and ref is not None:
-        register(request.agent_id, ref)
+    history = session.setup.log.read_kinds(request.agent_id, HISTORY_KINDS)
+    _start_subagent(session, request.agent_id, configuration, start_kind="resume", nickname=record.info.nickname,
+                    history=history, restart=Restart.TEMPORARY)
     changed = registry.set_status(request.agent_id, agents_pb2.AGENT_STATUS_COMPLETED)
     info = changed[0] if changed else record.info
     return agents_pb2.ResumeAgentResponse(agent=info)

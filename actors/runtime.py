@@ -24,7 +24,7 @@ from actors._config_load import load_config
 from actors._eventlog import RUNNING, EventLog
 from actors._tasks import TaskRunner, default_runner
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
-from actors.session import SessionSetup, SessionSupervisor
+from actors.session import HISTORY_KINDS, SessionSetup, SessionSupervisor
 from actors.supervision import ChildSpec, exc_text, start_actor
 from actors.trio_host import TaskCancelled
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
@@ -143,20 +143,19 @@ class SessionRuntime:
             logged = config_pb2.SessionConfiguration.FromString(record.config)
             if not request.cwd:
                 configuration.cwd = logged.cwd
-            kinds = ("turn_started", "agent_message", "turn_completed", "compacted")
             if mode == session_pb2.START_MODE_RESUME:
                 with self._lock:
                     if request.session_id in self._live or record.status == RUNNING:
                         raise SessionStateError(f"session {request.session_id} is running; it cannot be resumed")
                 setup.session_id = request.session_id
                 setup.start_kind = "resume"
-                setup.history = self.log.read_kinds(request.session_id, kinds)
+                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS)
                 setup.window_generation = sum(1 for e in setup.history if e.WhichOneof("msg") == "compacted")
             else:
                 setup.start_kind = "fork"
                 setup.forked_from = request.session_id
                 setup.fork_seq = record.last_seq
-                setup.history = self.log.read_kinds(request.session_id, kinds, up_to=record.last_seq)
+                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS, up_to=record.last_seq)
         if self.options.extra_children is not None:
             setup.children.extend(self.options.extra_children(setup))
         return setup

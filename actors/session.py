@@ -50,6 +50,9 @@ MAX_QUEUED_TASKS = 64
 #: How long a cancelled task gets to unwind before the session stops waiting for it.
 TASK_CANCEL_TIMEOUT_S = 5.0
 
+#: Logged event kinds that make up a conversation's history (replayed on resume and fork).
+HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted")
+
 _EVENT_FIELDS: dict[str, str] = {}
 
 

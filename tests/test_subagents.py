@@ -232,3 +232,26 @@ def test_a_subagent_has_its_own_proxy_view_and_exec(stack: Any) -> None:
         upstream.shutdown()
         upstream.server_close()
         serving.join(WAIT_S)
+
+
+def test_a_closed_subagent_resumes_from_its_log_like_a_spawned_one(stack: Any) -> None:
+    stub, runtime, tmp = stack
+    sid = start(stub, tmp)
+    child = spawn(stub, sid, "first")
+    stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[child.agent_id], timeout_ms=10_000),
+                    timeout=WAIT_S)
+    stub.CloseAgent(agents_pb2.CloseAgentRequest(session_id=sid, agent_id=child.agent_id), timeout=WAIT_S)
+    resumed = stub.ResumeAgent(agents_pb2.ResumeAgentRequest(session_id=sid, agent_id=child.agent_id),
+                               timeout=WAIT_S).agent
+    assert resumed.agent_id == child.agent_id and resumed.status == agents_pb2.AGENT_STATUS_COMPLETED
+    stub.SendAgentInput(agents_pb2.SendAgentInputRequest(session_id=sid, agent_id=child.agent_id, message="again"),
+                        timeout=WAIT_S)
+    waited = stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[child.agent_id],
+                                                          timeout_ms=10_000), timeout=WAIT_S)
+    assert waited.finished[0].last_message == "echo: again"
+    events = runtime.log.read(child.agent_id, 0, limit=1000)
+    starts = [e.session_configured.start_kind for e in events if e.WhichOneof("msg") == "session_configured"]
+    assert starts == ["new", "resume"]
+    # resumed like it was spawned: the parent's shell and proxy, no children of its own
+    assert not [e for e in events if e.WhichOneof("msg") == "child_started"]
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
