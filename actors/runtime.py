@@ -184,22 +184,21 @@ class SessionRuntime:
     def request(self, session_id: str, envelope: envelope_pb2.Envelope,
                 timeout: float = REQUEST_TIMEOUT_S) -> envelope_pb2.Envelope:
         """Send a request envelope to a live session and wait for its reply envelope."""
-        actor = self.live(session_id)
-        try:
-            reply = actor.actor_ref.ask(envelope, timeout=timeout)
-        except pykka.ActorDeadError as exc:
-            raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+        reply = self._ask(session_id, envelope, timeout)
         assert isinstance(reply, envelope_pb2.Envelope)
         return reply
+
+    def _ask(self, session_id: str, envelope: envelope_pb2.Envelope, timeout: float) -> Any:
+        actor = self.live(session_id)
+        try:
+            return actor.actor_ref.ask(envelope, timeout=timeout)
+        except pykka.ActorDeadError as exc:
+            raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
 
     def request_feature(self, session_id: str, envelope: envelope_pb2.Envelope,
                         timeout: float = FEATURE_TIMEOUT_S) -> Any:
         """Send a feature request (``Envelope.opaque``); wait for its reply message, or for its future."""
-        actor = self.live(session_id)
-        try:
-            reply = actor.actor_ref.ask(envelope, timeout=REQUEST_TIMEOUT_S)
-        except pykka.ActorDeadError as exc:
-            raise SessionStateError(f"session {session_id} stopped while handling the request") from exc
+        reply = self._ask(session_id, envelope, REQUEST_TIMEOUT_S)
         if isinstance(reply, concurrent.futures.Future):
             try:
                 return reply.result(timeout)
