@@ -22,12 +22,10 @@ from protos.supervisor.v1 import config_pb2, events_pb2
 if TYPE_CHECKING:
     from actors.session import SessionSetup, SessionSupervisor
 
-__all__ = ["CHILD_CALL_TIMEOUT_S", "SessionChildrenMixin"]
+__all__ = ["SessionChildrenMixin"]
 
 logger = logging.getLogger(__name__)
 
-#: How long the session waits for a child to answer a synchronous call.
-CHILD_CALL_TIMEOUT_S = 10.0
 #: Upper bound on waiting for required MCP servers (each is bounded by its own startup_timeout_sec too).
 MCP_REQUIRED_WAIT_S = 600.0
 
@@ -141,12 +139,11 @@ class SessionChildrenMixin(Supervisor):
         """A subagent's shell (the parent's snapshot, its own runner), or None for a session with a shell actor."""
         return self._inherited_shell
 
-    def _child_call(self, child_id: str, method: str, *args: Any) -> Any:
-        """Call a method of a live child and wait for its answer; None when the child is absent."""
-        ref = self.child_ref(child_id)
-        if ref is None:
-            return None
-        return getattr(ref.proxy(), method)(*args).get(timeout=CHILD_CALL_TIMEOUT_S)
+    def _child_object(self, child_id: str, getter: str) -> Any:
+        """A live child's plain getter (``shell()``, ``runner()``), read directly: building a pykka proxy per task
+        start would cost ~1 ms each. None when the child is absent or restarting."""
+        actor = self.child_actor(child_id)
+        return None if actor is None else getattr(actor, getter)()
 
     def _run_hook_soon(self, event_name: str, fields: dict[str, Any]) -> None:
         ref = self.child_ref("hooks")
@@ -157,10 +154,10 @@ class SessionChildrenMixin(Supervisor):
         """What a task may use: the session's children, looked up now (they may have restarted)."""
         services = dict(self.setup.services)
         services["proxy_env"] = dict(self.proxy_env)
-        shell = self._inherited_shell or self._child_call("shell_snapshot", "shell")
+        shell = self._inherited_shell or self._child_object("shell_snapshot", "shell")
         if shell is not None:
             services["shell"] = shell
-        hooks = self._child_call("hooks", "runner")
+        hooks = self._child_object("hooks", "runner")
         if hooks is not None:
             services["hooks"] = hooks
         # services["mcp"] (the McpTools of the mcp:NAME children, or a parent's) comes with setup.services
