@@ -33,8 +33,8 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import _tracing
-from actors._eventlog import READ_BATCH
+from actors.core import _tracing
+from actors.core._eventlog import READ_BATCH
 from actors.errors import (
     ChildStartError,
     ConfigError,

@@ -19,14 +19,14 @@ from typing import Any
 
 import pykka
 
-from actors import _tracing
-from actors._config_load import load_config
-from actors._eventlog import RUNNING, EventLog
-from actors._tasks import TaskRunner, default_runner
+from actors.config._load import load_config
+from actors.core import _tracing
+from actors.core._eventlog import RUNNING, EventLog
+from actors.core._supervision import ChildSpec, exc_text, start_actor
+from actors.core._trio_host import TaskCancelled
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
-from actors.session import HISTORY_KINDS, SessionSetup, SessionSupervisor
-from actors.supervision import ChildSpec, exc_text, start_actor
-from actors.trio_host import TaskCancelled
+from actors.session._actor import HISTORY_KINDS, SessionSetup, SessionSupervisor
+from actors.turn._task import TaskRunner, default_runner
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["RuntimeOptions", "SessionRuntime"]

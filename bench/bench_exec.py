@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors._exec import CommandRunner
-from actors._shell_capture import ShellSnapshotter
-from actors.shell_snapshot import ShellSnapshotActor
-from actors.supervision import start_actor
-from actors.trio_host import get_host
+from actors.core._supervision import start_actor
+from actors.core._trio_host import get_host
+from actors.shell._actor import ShellSnapshotActor
+from actors.shell._capture import ShellSnapshotter
+from actors.shell._exec import CommandRunner
 
 ROUND_TRIPS = 200
 WARMUP = 10

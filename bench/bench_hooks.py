@@ -27,8 +27,8 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors._hooks_discovery import discover  # noqa: E402
-from actors._hooks_runner import run_hooks  # noqa: E402
+from actors.hooks._discovery import discover  # noqa: E402
+from actors.hooks._runner import run_hooks  # noqa: E402
 
 SHELL = ["/bin/bash", "-c"]
 #: Sequential single-hook runs per side.

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
-from actors import _proxy_tunnel  # noqa: E402
-from actors._netpolicy import NetworkPolicy  # noqa: E402
-from actors._proxy_server import ProxyServer  # noqa: E402
-from actors._proxy_tunnel import SPLICE_AVAILABLE  # noqa: E402
+from actors.proxy import _tunnel as _proxy_tunnel  # noqa: E402
+from actors.proxy._policy import NetworkPolicy  # noqa: E402
+from actors.proxy._server import ProxyServer  # noqa: E402
+from actors.proxy._tunnel import SPLICE_AVAILABLE  # noqa: E402
 
 ROUNDS = 5
 TUNNEL_BYTES = 256 * 1024 * 1024
