@@ -24,11 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.core._supervision import start_actor
-from actors.core._trio_host import get_host
-from actors.shell._actor import ShellSnapshotActor
-from actors.shell._capture import ShellSnapshotter
-from actors.shell._exec import CommandRunner
+from actors.core import get_host, start_actor
+from actors.shell import CommandRunner, ShellSnapshotActor, ShellSnapshotter
 
 ROUND_TRIPS = 200
 WARMUP = 10

@@ -27,13 +27,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.config._apply import default_configuration
+from actors.config import default_configuration
 from actors.providers import Message, ModelRequest, collect_response, create_provider
-from actors.shell._capture import ShellSnapshotter
-from actors.shell._exec import CommandRunner
-from actors.shell._session import SessionShell
-from actors.turn._loop import make_turn_runner
-from actors.turn._task import TaskContext
+from actors.shell import CommandRunner, SessionShell, ShellSnapshotter
+from actors.turn import TaskContext, make_turn_runner
 from protos.supervisor.v1 import config_pb2
 
 TURNS = 300

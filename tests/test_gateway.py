@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from actors.gateway import MAX_MESSAGE_BYTES, serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import config_pb2, session_pb2, session_pb2_grpc
 
 WAIT_S = 10.0

@@ -13,7 +13,7 @@ import pytest
 
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"

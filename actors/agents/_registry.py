@@ -23,23 +23,20 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from actors.core._trio_host import get_host
-from actors.errors import ConfigError, LimitExceeded, UnknownSession
+from actors.agents._config import DEFAULT_MAX_DEPTH, DEFAULT_MAX_THREADS
+from actors.core import get_host
+from actors.errors import LimitExceeded, UnknownSession
 from protos.supervisor.v1 import agents_pb2
 
-__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_THREADS", "AgentRegistry", "InheritedShell"]
+__all__ = ["AgentRecord", "AgentRegistry"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_THREADS = 6
-DEFAULT_MAX_DEPTH = 1
 #: Upper bound on any wait for agents.
 MAX_WAIT_S = 3600.0
 FINAL = (agents_pb2.AGENT_STATUS_COMPLETED, agents_pb2.AGENT_STATUS_ERRORED, agents_pb2.AGENT_STATUS_CLOSED)
@@ -219,55 +216,3 @@ class AgentRegistry:
                     info.CopyFrom(record.info)
                     out.append(info)
             return out
-
-
-class InheritedShell:
-    """A subagent's shell: the parent's snapshot, its own runner (its own exec events), no capture process."""
-
-    def __init__(self, snapshot: Any, *, emit: Any, cwd: str, extra_env: Mapping[str, str],
-                 shell_program: str | None = None, default_timeout_s: float | None = None) -> None:
-        self._emit = emit
-        self._shell_program = shell_program
-        self._runner: Any = None  # built at the first command: most subagents of a big tree never run one
-        self.cwd = Path(cwd)
-        self.extra_env = dict(extra_env)
-        self.snapshot = snapshot
-        self.default_timeout_s = default_timeout_s
-
-    @property
-    def runner(self) -> Any:
-        """The subagent's own ``CommandRunner`` (its own exec events), built on first use."""
-        if self._runner is None:
-            from actors.shell._exec import CommandRunner
-
-            self._runner = CommandRunner(emit=self._emit, snapshot=self.snapshot, shell=self._shell_program)
-        return self._runner
-
-    async def exec(self, command: str, cwd: Path | str | None = None, *, timeout_s: float | None = None,
-                   env: Mapping[str, str] | None = None, call_id: str | None = None) -> Any:
-        """Run ``command`` like ``SessionShell.exec``."""
-        from actors.shell._session import DEFAULT_EXEC_TIMEOUT_S
-
-        return await self.runner.run(
-            command, cwd if cwd is not None else self.cwd,
-            timeout_s=timeout_s if timeout_s is not None else (self.default_timeout_s or DEFAULT_EXEC_TIMEOUT_S),
-            extra_env={**(env or {}), **self.extra_env}, call_id=call_id,
-        )
-
-    async def exec_request(self, request: Any) -> Any:
-        """Serve the Exec RPC for a subagent."""
-        result = await self.exec(request.command, request.cwd or None,
-                                 timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None,
-                                 env=dict(request.env))
-        return result.to_response()
-
-
-def agent_type_settings(agent_types: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The ``[agent_types.NAME]`` table (role, instructions, model, tools) or a clear error."""
-    if not name:
-        return {}
-    table = agent_types.get(name)
-    if not isinstance(table, Mapping):
-        known = ", ".join(sorted(agent_types)) or "none configured"
-        raise ConfigError(f"agent_type: unknown agent type {name!r} (known: {known})")
-    return dict(table)

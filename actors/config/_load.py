@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.config import _apply as _config
+import actors.config._apply as _config
 from actors.errors import ConfigError
 from protos.supervisor.v1 import config_pb2 as cfg
 

@@ -32,12 +32,24 @@ from typing import Any
 
 from protos.supervisor.v1 import events_pb2
 
-__all__ = ["EventHub", "EventLog", "SessionRecord", "Subscription"]
+__all__ = [
+    "HISTORY_KINDS",
+    "READ_BATCH",
+    "RUNNING",
+    "STOPPED",
+    "EventHub",
+    "EventLog",
+    "SessionClosed",
+    "SessionRecord",
+    "Subscription",
+]
 
 #: Live events held for one subscriber before it is marked lagging and served from the log instead.
 SUBSCRIBER_QUEUE_LIMIT = 4096
 #: Events read from the log per query while catching up.
 READ_BATCH = 1000
+#: Logged event kinds that make up a conversation's history (replayed on resume and fork).
+HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted")
 #: How long a follower waits for a live event before checking whether its session ended.
 FOLLOW_POLL_S = 0.5
 #: SQLite busy timeout (another process holding the write lock).

@@ -23,12 +23,14 @@ import os
 import select
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import trio
 
-__all__ = ["GroupProcess", "collapse_cancelled", "exit_status", "supervise"]
+from actors.core._trio_host import collapse_cancelled
+
+__all__ = ["GroupProcess", "exit_status", "supervise"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +45,6 @@ REAP_TIMEOUT_S = 5.0
 SIGNAL_EXIT_BASE = 128
 
 Pump = Callable[[], Awaitable[None]]
-
-
-@contextlib.contextmanager
-def collapse_cancelled() -> Iterator[None]:
-    """Re-raise a nursery's group made only of ``trio.Cancelled`` as one plain ``Cancelled``.
-
-    Callers outside trio (``TrioHost`` task wrappers, ``except trio.Cancelled``) then see a cancellation as a
-    cancellation rather than as a ``BaseExceptionGroup``.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if leaves and all(isinstance(exc, trio.Cancelled) for exc in leaves):
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 def exit_status(returncode: int) -> int:

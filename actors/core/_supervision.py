@@ -33,13 +33,24 @@ from typing import Any, ClassVar
 
 import pykka
 import trio
+from pykka._envelope import Envelope as _PykkaEnvelope
 
 from actors.core._parking import InboxParked, ParkingInbox, get_pool
 from actors.core._trio_host import TaskScope, get_host
 from actors.errors import ChildStartError, StashFull, SupervisorEscalation
 from protos.supervisor.v1 import envelope_pb2
 
-__all__ = ["ChildSpec", "Restart", "Strategy", "SupervisedActor", "Supervisor", "start_actor"]
+__all__ = [
+    "ChildSpec",
+    "Restart",
+    "Strategy",
+    "SupervisedActor",
+    "Supervisor",
+    "actor_of",
+    "exc_text",
+    "put_with_reply",
+    "start_actor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +381,7 @@ class Supervisor(SupervisedActor):
     def child_actor(self, child_id: str) -> Any:
         """The live child's actor object, for its thread-safe plain reads; None while absent or restarting."""
         ref = self.child_ref(child_id)
-        return None if ref is None else ref._actor_weakref()
+        return None if ref is None else actor_of(ref)
 
     def children(self) -> list[str]:
         """Child ids in start order."""
@@ -521,3 +532,15 @@ class Supervisor(SupervisedActor):
         if self._children:
             self.stop_children()
         super()._after_exit()
+
+
+# --- the two sanctioned shortcuts into pykka's internals (this is the only module that touches them) ---------
+def put_with_reply(ref: pykka.ActorRef[Any], message: Any, reply: Any) -> None:
+    """Put ``message`` in the actor's inbox with ``reply`` (anything with ``set(value)``/``set_exception``, like
+    a ``pykka.Future``) as the reply target: an ``ask`` that blocks no thread while the actor works."""
+    ref.actor_inbox.put(_PykkaEnvelope(message, reply_to=reply))
+
+
+def actor_of(ref: pykka.ActorRef[Any]) -> Any:
+    """The live actor object behind ``ref`` (for its thread-safe plain reads), or None once it is gone."""
+    return ref._actor_weakref()

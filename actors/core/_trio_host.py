@@ -13,14 +13,23 @@ Contract:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import trio
 
-__all__ = ["TaskCancelled", "TaskScope", "TrioHost", "get_host"]
+__all__ = [
+    "TaskCancelled",
+    "TaskScope",
+    "TrioHost",
+    "collapse_cancelled",
+    "get_host",
+    "leaf_exceptions",
+    "single_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -269,3 +278,36 @@ def get_host() -> TrioHost:
             _host = TrioHost()
     _host.start()
     return _host
+
+
+@contextlib.contextmanager
+def collapse_cancelled() -> Iterator[None]:
+    """Re-raise a nursery's group made only of ``trio.Cancelled`` as one plain ``Cancelled``.
+
+    Callers outside trio (``TrioHost`` task wrappers, ``except trio.Cancelled``) then see a cancellation as a
+    cancellation rather than as a ``BaseExceptionGroup``.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(leaf_exceptions(group))
+        if leaves and all(isinstance(exc, trio.Cancelled) for exc in leaves):
+            raise leaves[0] from None
+        raise
+
+
+def leaf_exceptions(exc: BaseException) -> Iterator[BaseException]:
+    """The non-group exceptions inside ``exc`` (itself when it is not a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaf_exceptions(inner)
+    else:
+        yield exc
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one non-cancellation error inside ``group`` (e.g. a provider failure in a nursery), else the group."""
+    _, rest = group.split(trio.Cancelled)
+    if rest is not None and len(rest.exceptions) == 1:
+        return rest.exceptions[0]
+    return group

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from actors.core._supervision import ChildSpec, Restart, SupervisedActor
+from actors.core import ChildSpec, Restart, SupervisedActor
 from actors.hooks._model import HookRegistry
 from actors.hooks._output import AggregateResult
 from actors.hooks._runner import EmitFn, HookRunner

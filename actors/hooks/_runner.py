@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.core._hooks_process import HookSpawnError, run_command
+from actors.core import HookSpawnError, leaf_exceptions, run_command
 from actors.hooks._model import HOOK_EVENTS, HookHandler, HookRegistry, source_to_proto
 from actors.hooks._output import AggregateResult, HookRunResult, HookVerdict, aggregate, interpret
 from protos.supervisor.v1 import hooks_pb2
@@ -130,7 +130,9 @@ class HookRunner:
                 for index, handler in enumerate(handlers):
                     nursery.start_soon(run_into, index, handler)
         except BaseExceptionGroup as group:
-            _raise_single_cancelled(group)
+            leaves = list(leaf_exceptions(group))
+            if all(isinstance(exc, trio.Cancelled) for exc in leaves):
+                raise leaves[0] from None  # callers recognise a cancelled task by a bare trio.Cancelled
             raise
         return aggregate(event_name, [r for r in results if r is not None])
 
@@ -236,21 +238,6 @@ async def run_hooks(
         meter_provider=meter_provider,
     )
     return await runner.run(event_name, hook_input, traceparent=traceparent)
-
-
-def _raise_single_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
-    """If ``group`` holds nothing but cancellations, raise one plain ``trio.Cancelled`` instead.
-
-    Callers (and ``TrioHost``'s task wrapper) recognise a cancelled task by a bare ``trio.Cancelled``;
-    the nested nurseries of concurrent hook runs would otherwise wrap it in exception groups.
-    """
-    cancelled, rest = group.split(trio.Cancelled)
-    if cancelled is None or rest is not None:
-        return
-    leaf: BaseException = cancelled
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    raise leaf from None
 
 
 #: Outcome names as ``hooks_pb2.HookOutcome`` values.

@@ -30,7 +30,7 @@ from typing import Any
 import trio
 from google.protobuf.message import Message
 
-from actors.core._supervision import ChildSpec, Restart, SupervisedActor
+from actors.core import ChildSpec, Restart, SupervisedActor
 from actors.mcp._client import McpConnectionService, RestartPolicy
 from actors.mcp._config import McpServerConfig
 from actors.mcp._elicitation import DEFAULT_ELICITATION_TIMEOUT_S

@@ -8,26 +8,17 @@ and quotes the end of its stderr.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
+from actors.core import leaf_exceptions
 from actors.mcp._config import McpServerConfig
 from actors.mcp._errors import McpStartupError
 from actors.mcp._transport import HttpTransport, StdioTransport
 
-__all__ = ["describe_startup_failure", "leaf_exceptions", "missing_token_error", "timeout_error"]
+__all__ = ["describe_startup_failure", "missing_token_error", "timeout_error"]
 
 #: Characters of a server's stderr quoted in a start-up error.
 STDERR_QUOTE_CHARS = 400
-
-
-def leaf_exceptions(exc: BaseException) -> Iterator[BaseException]:
-    """The non-group exceptions inside ``exc`` (itself when it is not a group)."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from leaf_exceptions(inner)
-    else:
-        yield exc
 
 
 def timeout_error(config: McpServerConfig) -> str:

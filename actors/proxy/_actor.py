@@ -27,7 +27,7 @@ from typing import Any
 import trio
 from google.protobuf.message import Message
 
-from actors.core._supervision import ChildSpec, Restart, SupervisedActor
+from actors.core import ChildSpec, Restart, SupervisedActor
 from actors.proxy._approvals import (
     DEFAULT_APPROVAL_TIMEOUT_S,
     ApprovalBroker,

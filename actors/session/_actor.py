@@ -14,8 +14,9 @@ one (``TurnAborted``, reason ``interrupted``) and runs now. A task is a trio tas
 Stop: the running task is aborted (reason ``shutdown``), children stop newest first, ``SessionStopped`` is the
 last event, the log closes the session's streams.
 
-Children and the services tasks see live in ``_session_services`` (``SessionChildrenMixin``); subagent
-bookkeeping in ``_session_agents`` (``SessionAgentsMixin``).
+Children, the services tasks see and the building of subagent sessions live in ``_children``
+(``SessionChildrenMixin``); subagent bookkeeping in ``_agents`` (``SessionAgentsMixin``); the feature request
+table in ``_requests``; ``SessionSetup`` and ``event_for`` in ``_setup``.
 """
 
 from __future__ import annotations
@@ -27,21 +28,23 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
 
-from actors.core._eventlog import STOPPED, EventLog, SessionClosed
-from actors.core._supervision import ChildSpec, exc_text
-from actors.core._trio_host import TaskCancelled, TaskScope, get_host
+from actors.agents import PARENT_WAIT_S
+from actors.config import apply
+from actors.core import STOPPED, SessionClosed, TaskCancelled, TaskScope, exc_text, get_host
 from actors.errors import LimitExceeded
 from actors.session._agents import SessionAgentsMixin
 from actors.session._children import SessionChildrenMixin
-from actors.turn._task import TaskContext, TaskResult, TaskRunner, builtin_runner
+from actors.session._requests import handle_feature_request
+from actors.session._setup import SessionSetup, event_for, is_delta
+from actors.turn import TaskContext, TaskResult, close_turn_state
 from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
 
-__all__ = ["SessionSetup", "SessionSupervisor", "event_for"]
+__all__ = ["SessionSupervisor"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,60 +52,6 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_TASKS = 64
 #: How long a cancelled task gets to unwind before the session stops waiting for it.
 TASK_CANCEL_TIMEOUT_S = 5.0
-
-#: Logged event kinds that make up a conversation's history (replayed on resume and fork).
-HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted")
-
-_EVENT_FIELDS: dict[str, str] = {}
-
-
-def _event_fields() -> dict[str, str]:
-    if not _EVENT_FIELDS:
-        for f in events_pb2.Event.DESCRIPTOR.oneofs_by_name["msg"].fields:
-            if f.message_type is not None:
-                _EVENT_FIELDS[f.message_type.full_name] = f.name
-    return _EVENT_FIELDS
-
-
-def _is_delta(event: events_pb2.Event) -> bool:
-    kind = event.WhichOneof("msg")
-    return kind == "exec_output_delta" or (kind == "agent_message" and event.agent_message.delta)
-
-
-def event_for(msg: Message, *, task_id: str = "", agent_path: str = "", traceparent: str = "") -> events_pb2.Event:
-    """Wrap an event message (any type in ``Event.msg``) into an unstamped ``Event``."""
-    name = _event_fields().get(msg.DESCRIPTOR.full_name)
-    if name is None:
-        raise TypeError(f"{msg.DESCRIPTOR.full_name} is not an Event payload")
-    event = events_pb2.Event(task_id=task_id, agent_path=agent_path, traceparent=traceparent)
-    getattr(event, name).CopyFrom(msg)
-    return event
-
-
-@dataclass
-class SessionSetup:
-    """What a session is started with (built by the runtime)."""
-
-    session_id: str
-    start_kind: str  # "new" | "resume" | "fork"
-    configuration: config_pb2.SessionConfiguration
-    constraints: config_pb2.Constraints
-    log: EventLog
-    forked_from: str = ""
-    fork_seq: int = -1
-    window_generation: int = 0
-    history: list[events_pb2.Event] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    deprecations: list[tuple[str, str]] = field(default_factory=list)
-    children: list[ChildSpec] = field(default_factory=list)
-    task_runner: TaskRunner = builtin_runner
-    start_traceparent: str = ""
-    agent_path: str = "/root"
-    on_exit: Callable[[str], None] | None = None
-    services: dict[str, Any] = field(default_factory=dict)
-    #: A subagent's events are also relayed to its parent's log through this (the parent's ``relay``).
-    relay: Callable[[events_pb2.Event], None] | None = None
-
 
 @dataclass
 class _Task:
@@ -159,7 +108,7 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         except SessionClosed:  # a child reporting after a failed start was discarded, or after the stop
             logger.debug("%s: dropped %s after the session closed", self.session_id, event.WhichOneof("msg"))
             return
-        if self.setup.relay is not None and not _is_delta(event):
+        if self.setup.relay is not None and not is_delta(event):
             self.setup.relay(event)
 
     def relay(self, event: events_pb2.Event) -> None:
@@ -259,8 +208,6 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         }
 
     def _on_feature_request(self, env: envelope_pb2.Envelope) -> Any:
-        from actors.session._requests import handle_feature_request
-
         return handle_feature_request(self, env.opaque.type_url, env.opaque.data)
 
     def _on_submit(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
@@ -290,9 +237,7 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         return envelope_pb2.Envelope(correlation_id=env.correlation_id, interrupt_reply=reply)
 
     def _on_update_settings(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
-        from actors.config import _apply as _config
-
-        new = _config.apply(self.configuration, env.update_settings.update, self.setup.constraints)
+        new = apply(self.configuration, env.update_settings.update, self.setup.constraints)
         self.configuration = new
         self._log.update_config(self.session_id, new.SerializeToString())
         self.emit(events_pb2.SettingsUpdated(configuration=new))
@@ -365,12 +310,10 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
 
     async def _run_task(self, ctx: TaskContext) -> TaskResult:
         """The task, then the ``on_parent_end`` policy for subagents it left running."""
-        from actors.agents import _control as _agent_control
-
         result = await self.setup.task_runner(ctx)
         agents = ctx.services.get("agents")
-        if agents is not None and _agent_control.on_parent_end(self) == "wait":
-            await agents.wait_children(_agent_control.PARENT_WAIT_S)
+        if agents is not None and self.agents_config.on_parent_end == "wait":
+            await agents.wait_children(PARENT_WAIT_S)
         return result
 
     def _abort_running(self, reason: str) -> None:
@@ -431,8 +374,6 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         if inherit is not None and inherit.proxy is not None and inherit.proxy_token:
             inherit.proxy.remove_view(inherit.proxy_token)  # its token is refused from now on
         if "provider" in self.task_state:
-            from actors.turn._loop import close_turn_state
-
             try:
                 get_host().call(close_turn_state, self.task_state, timeout=TASK_CANCEL_TIMEOUT_S)
             except Exception:  # a provider that fails to close must not keep the session alive

@@ -7,35 +7,18 @@ A mixin of ``SessionSupervisor`` (split out to keep modules small).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, cast
 
-from google.protobuf.message import Message
-
-from actors.core._supervision import Supervisor
+from actors.agents import close_all
+from actors.session._children import SessionChildrenMixin
 from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
-
-if TYPE_CHECKING:
-    from actors.session._actor import SessionSetup, SessionSupervisor
 
 __all__ = ["SessionAgentsMixin"]
 
 logger = logging.getLogger(__name__)
 
 
-class SessionAgentsMixin(Supervisor):
+class SessionAgentsMixin(SessionChildrenMixin):
     """Subagent bookkeeping of a ``SessionSupervisor`` (which provides the attributes declared here)."""
-
-    setup: SessionSetup
-    session_id: str
-    configuration: config_pb2.SessionConfiguration
-    _running: Any
-
-    def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
-        """Append an event (implemented by ``SessionSupervisor``)."""
-        raise NotImplementedError
-
-    def _session(self) -> SessionSupervisor:
-        return cast("SessionSupervisor", self)
 
     def _on_submit(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
         raise NotImplementedError
@@ -71,19 +54,15 @@ class SessionAgentsMixin(Supervisor):
             return
         change = env.event.agent_status_changed
         self.emit(change)
-        from actors.agents import _control as _agent_control
-
         final = change.agent.status in (agents_pb2.AGENT_STATUS_COMPLETED, agents_pb2.AGENT_STATUS_ERRORED)
-        if final and self._running is None and _agent_control.wake_parent_turn(self._session()):
+        if final and self._running is None and self.agents_config.wake_parent_turn:
             self._on_submit(envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(
                 session_id=self.session_id,
                 input=f"[subagent {change.agent.nickname} finished] {change.agent.last_message}")))
 
     def _end_of_turn_for_agents(self, note: envelope_pb2.TaskDone) -> None:
-        from actors.agents import _control as _agent_control
-
         completed = note.outcome == "completed"
-        if not completed or _agent_control.on_parent_end(self._session()) == "cancel":
-            _agent_control.close_all(self._session())  # an aborted turn takes its subagents with it
+        if not completed or self.agents_config.on_parent_end == "cancel":
+            close_all(self)  # an aborted turn takes its subagents with it
         status = agents_pb2.AGENT_STATUS_COMPLETED if completed else agents_pb2.AGENT_STATUS_ERRORED
         self._report_agent_status(status, note.last_agent_message or note.error or note.outcome)

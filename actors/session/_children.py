@@ -8,19 +8,25 @@ completes; required MCP servers gate the transactional start; tasks see the chil
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+import weakref
+from collections.abc import Callable
+from typing import Any
 
+import pykka
 from google.protobuf.message import Message
+from opentelemetry import trace
 
-from actors.core import _tracing
-from actors.core._supervision import ChildSpec, Supervisor
+import actors.session._specs as kids
+from actors.agents import AgentRegistry, AgentsConfig, AgentTools
+from actors.core import TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
 from actors.errors import StartupFailed
+from actors.mcp import McpRequiredServersFailed
+from actors.session._setup import SessionSetup
+from actors.shell import InheritedShell
 from protos.supervisor.v1 import config_pb2, events_pb2
-
-if TYPE_CHECKING:
-    from actors.session._actor import SessionSetup, SessionSupervisor
 
 __all__ = ["SessionChildrenMixin"]
 
@@ -28,6 +34,23 @@ logger = logging.getLogger(__name__)
 
 #: Upper bound on waiting for required MCP servers (each is bounded by its own startup_timeout_sec too).
 MCP_REQUIRED_WAIT_S = 600.0
+#: How long a spawn waits for the parent's shell snapshot to exist before the child runs without one.
+SNAPSHOT_WAIT_S = 15.0
+
+#: Per parent session: child id -> (the child's ref, what it answered), so that a thousand spawns ask once.
+_FROM_CHILD: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _fetch_snapshot(ref: Any) -> Any:
+    future: concurrent.futures.Future[Any] = ref.proxy().snapshot().get(timeout=SNAPSHOT_WAIT_S)
+    try:
+        return future.result(SNAPSHOT_WAIT_S)
+    except (concurrent.futures.TimeoutError, Exception):
+        return None
+
+
+def _ask_child(ref: Any, *, method: str) -> Any:
+    return getattr(ref.proxy(), method)().get(timeout=SNAPSHOT_WAIT_S)
 
 
 class SessionChildrenMixin(Supervisor):
@@ -46,17 +69,116 @@ class SessionChildrenMixin(Supervisor):
         """Append an event (implemented by ``SessionSupervisor``)."""
         raise NotImplementedError
 
-    def _session(self) -> SessionSupervisor:
-        return cast("SessionSupervisor", self)
+    # --- what agent control needs of a parent (``AgentHost``) -------------------------------------------
+    @property
+    def agent_path(self) -> str:
+        """This session's path in its tree (``/root``, ``/root/ada``)."""
+        return self.setup.agent_path
 
+    @property
+    def history(self) -> list[events_pb2.Event]:
+        """The conversation this session started from."""
+        return self.setup.history
+
+    @property
+    def log(self) -> EventLog:
+        """The event log the tree writes to."""
+        return self.setup.log
+
+    @property
+    def agents_config(self) -> AgentsConfig:
+        """``[agents]``/``[agent_types]``, parsed once per tree (the root parses; descendants share it)."""
+        parsed: AgentsConfig | None = self.setup.services.get("agents_config")
+        if parsed is None:
+            parsed = self.setup.services["agents_config"] = AgentsConfig.from_loaded(
+                self.setup.services.get("loaded_config"))
+        return parsed
+
+    @property
+    def agent_registry(self) -> AgentRegistry:
+        """The tree's registry (created by the root from ``[agents]``, shared by descendants)."""
+        registry: AgentRegistry | None = self.setup.services.get("agent_registry")
+        if registry is None:
+            agents = self.agents_config
+            registry = AgentRegistry(max_threads=agents.max_threads, max_depth=agents.max_depth)
+            self.setup.services["agent_registry"] = registry
+        return registry
+
+    def _from_child(self, child_id: str, fetch: Callable[[Any], Any]) -> Any:
+        """``fetch(ref)`` of a live child, remembered until the child is replaced (a restart gives a new ref)."""
+        ref = self.child_ref(child_id)
+        if ref is None:
+            return None
+        cache = _FROM_CHILD.setdefault(self, {})
+        hit = cache.get(child_id)
+        if hit is not None and hit[0] is ref:
+            return hit[1]
+        value = fetch(ref)
+        if value is not None:
+            cache[child_id] = (ref, value)
+        return value
+
+    def _parent_snapshot(self) -> Any:
+        inherit = self.setup.services.get("inherit")
+        if inherit is not None and inherit.snapshot is not None:
+            return inherit.snapshot
+        return self._from_child("shell_snapshot", _fetch_snapshot)
+
+    def _inheritance(self, snapshot: Any, configuration: config_pb2.SessionConfiguration,
+                     agent_path: str) -> kids.Inheritance:
+        """What the child takes over: the snapshot, and its own view on the tree's proxy (policy and audit
+        tagged with its agent path; approvals remembered for the whole tree)."""
+        parent = self.setup.services.get("inherit")
+        proxy = parent.proxy if parent is not None and parent.proxy is not None else self.child_actor("proxy")
+        if proxy is None:
+            return kids.Inheritance(snapshot=snapshot, proxy_env=dict(self.proxy_env))
+        token = proxy.add_view(configuration.permission_profile.network, agent_path=agent_path)
+        return kids.Inheritance(snapshot=snapshot, proxy_env=proxy.env(token), proxy_token=token, proxy=proxy)
+
+    def start_subagent(self, agent_id: str, configuration: config_pb2.SessionConfiguration, *, start_kind: str,
+                       nickname: str, history: list[events_pb2.Event], restart: Restart,
+                       traceparent: str = "") -> pykka.ActorRef[Any]:
+        """Start a subagent session (new or resumed) as a supervised child; returns its ref.
+
+        It inherits this session's services, snapshot (no capture), hooks runner and MCP tools, and gets its own
+        view on the tree's proxy.
+        """
+        agent_path = configuration.session_source.agent_path
+        services = dict(self.setup.services)
+        services.pop("shell", None)
+        services["agent_role"] = configuration.session_source.role or "worker"
+        services["agent_nickname"] = nickname
+        hooks = self._from_child("hooks", functools.partial(_ask_child, method="runner"))  # asked once per child
+        if hooks is not None:
+            services["hooks"] = hooks
+        services["inherit"] = self._inheritance(self._parent_snapshot(), configuration, agent_path)
+        services["agent_registry"] = self.agent_registry
+        services["agents_config"] = self.agents_config
+        setup = SessionSetup(
+            session_id=agent_id, start_kind=start_kind, configuration=configuration,
+            constraints=self.setup.constraints, log=self.setup.log, task_runner=self.setup.task_runner,
+            start_traceparent=traceparent, agent_path=agent_path, services=services, history=history,
+            on_exit=self.setup.services.get("forget_session"), relay=self.relay,
+        )
+        self.start_child(ChildSpec(agent_id, type(self), {"setup": setup}, restart=restart, kind="subagent"))
+        child_ref = self.child_ref(agent_id)
+        assert child_ref is not None
+        register = self.setup.services.get("register_session")
+        if register is not None:
+            register(agent_id, child_ref)
+        return child_ref
+
+    def relay(self, event: events_pb2.Event) -> None:
+        """Log a copy of a subagent's event in this session's stream (implemented by ``SessionSupervisor``)."""
+        raise NotImplementedError
+
+    # --- children -------------------------------------------------------------------------------------
     def _record_child_span(self, child_id: str, duration_ms: int) -> None:
-        from opentelemetry import trace
-
         if not self.setup.start_traceparent:
             return
         end = time.time_ns()
-        ctx = _tracing.extract_context(self.setup.start_traceparent)
-        span = trace.get_tracer(_tracing.TRACER_NAME).start_span(
+        ctx = extract_context(self.setup.start_traceparent)
+        span = trace.get_tracer(TRACER_NAME).start_span(
             f"child.start {child_id}", context=ctx, start_time=end - duration_ms * 1_000_000,
             attributes={"session.id": self.session_id, "child.id": child_id},
         )
@@ -69,8 +191,6 @@ class SessionChildrenMixin(Supervisor):
         holds ``self.proxy_env`` itself (a restarted shell copies it then), filled in once the proxy is up, and
         the running shell gets it before ``on_start`` returns, so before any command can run.
         """
-        from actors.session import _specs as kids
-
         setup = self.setup
         loaded = setup.services.get("loaded_config")
         inherit = setup.services.get("inherit")
@@ -80,8 +200,6 @@ class SessionChildrenMixin(Supervisor):
         proxy_env = self.proxy_env
         phase2: list[ChildSpec] = list(phase1)
         if inherit is not None:
-            from actors.agents._registry import InheritedShell
-
             shell_program = loaded.table("shell").get("program") if loaded is not None else None
             self._inherited_shell = InheritedShell(inherit.snapshot, emit=self.emit, cwd=self.configuration.cwd,
                                                    extra_env=proxy_env, shell_program=shell_program)
@@ -125,8 +243,6 @@ class SessionChildrenMixin(Supervisor):
         if not self._mcp_required:
             startup.add_done_callback(warn)
             return
-        from actors.mcp._errors import McpRequiredServersFailed
-
         try:
             report = startup.result(timeout=MCP_REQUIRED_WAIT_S)
         except McpRequiredServersFailed as exc:
@@ -161,9 +277,7 @@ class SessionChildrenMixin(Supervisor):
         if hooks is not None:
             services["hooks"] = hooks
         # services["mcp"] (the McpTools of the mcp:NAME children, or a parent's) comes with setup.services
-        from actors.agents._control import AgentTools, registry_for
-
-        services["agents"] = AgentTools(self.actor_ref, self.session_id, registry_for(self._session()))
+        services["agents"] = AgentTools(self.actor_ref, self.session_id, self.agent_registry)
         services.setdefault("agent_role", "root")
         return services
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf.message import Message
 
+from actors.agents import REQUESTS as AGENT_REQUESTS
 from actors.errors import ConfigError, SessionStateError
+from actors.session._children import SessionChildrenMixin as SessionSupervisor
 from protos.supervisor.v1 import hooks_pb2, mcp_pb2, network_pb2, session_pb2, shell_pb2
-
-if TYPE_CHECKING:
-    from actors.session._actor import SessionSupervisor
 
 __all__ = ["REQUEST_TYPES", "handle_feature_request"]
 
@@ -122,7 +121,7 @@ def _mcp_elicitation(session: SessionSupervisor, request: mcp_pb2.McpResolveElic
     return mcp_pb2.McpResolveElicitationResponse(resolved=bool(resolved))
 
 
-Handler = Callable[["SessionSupervisor", Any], Reply]
+Handler = Callable[[SessionSupervisor, Any], Reply]
 REQUEST_TYPES: dict[str, tuple[type[Message], Handler]] = {
     shell_pb2.ExecRequest.DESCRIPTOR.full_name: (shell_pb2.ExecRequest, _exec),
     session_pb2.ResolveApprovalRequest.DESCRIPTOR.full_name: (session_pb2.ResolveApprovalRequest, _resolve_approval),
@@ -134,21 +133,14 @@ REQUEST_TYPES: dict[str, tuple[type[Message], Handler]] = {
     mcp_pb2.McpServerControlRequest.DESCRIPTOR.full_name: (mcp_pb2.McpServerControlRequest, _mcp_control),
     mcp_pb2.McpResolveElicitationRequest.DESCRIPTOR.full_name: (mcp_pb2.McpResolveElicitationRequest,
                                                                  _mcp_elicitation),
+    # the agent requests: agent control takes the session as its ``AgentHost``
+    **{cls.DESCRIPTOR.full_name: (cls, handler) for cls, handler in AGENT_REQUESTS},
 }
-
-
-def register(request_cls: type[Message], handler: Handler) -> None:
-    """Add a feature request type (used by features that live in their own modules, e.g. MCP, agents)."""
-    REQUEST_TYPES[request_cls.DESCRIPTOR.full_name] = (request_cls, handler)
 
 
 def handle_feature_request(session: SessionSupervisor, type_url: str, data: bytes) -> Reply:
     """Parse and serve one feature request."""
     entry = REQUEST_TYPES.get(type_url)
-    if entry is None and type_url.startswith("supervisor.v1."):
-        import actors.agents._control  # noqa: F401 - registers the agent requests
-
-        entry = REQUEST_TYPES.get(type_url)
     if entry is None:
         raise ConfigError(f"unknown request type {type_url!r}")
     request_cls, handler = entry

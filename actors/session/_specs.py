@@ -17,8 +17,13 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors.config._load import LoadedConfig
-from actors.core._supervision import ChildSpec
+from actors.config import LoadedConfig
+from actors.core import ChildSpec
+from actors.errors import ConfigError
+from actors.hooks import discover, hooks_child_spec
+from actors.mcp import McpConfigError, mcp_child_specs, parse_mcp_servers
+from actors.proxy import ProxyState, network_proxy_child_spec, policy_from_proto
+from actors.shell import shell_snapshot_child_spec
 from protos.supervisor.v1 import config_pb2
 
 __all__ = ["Inheritance", "child_phases"]
@@ -27,7 +32,6 @@ __all__ = ["Inheritance", "child_phases"]
 @dataclass
 class Inheritance:
     """What a subagent takes from its parent instead of starting its own."""
-
     snapshot: Any = None  # actors.shell._capture.Snapshot
     proxy_env: dict[str, str] = field(default_factory=dict)
     #: The subagent's own view on the tree's proxy (its policy; approvals shared with the tree), and the proxy.
@@ -47,7 +51,6 @@ def proxy_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
     network = loaded.table("network")
     if not network.get("enabled", True):
         return None
-    from actors.proxy._actor import ProxyState, network_proxy_child_spec, policy_from_proto
 
     state = ProxyState(policy=policy_from_proto(configuration.permission_profile.network))
     options: dict[str, Any] = {"agent_path": agent_path}
@@ -65,7 +68,6 @@ def shell_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
     shell = loaded.table("shell")
     if not shell.get("enabled", True):
         return None
-    from actors.shell._actor import shell_snapshot_child_spec
 
     options: dict[str, Any] = {"extra_env": proxy_env}  # the session's own dict, filled once the proxy is up
     if shell.get("program"):
@@ -85,9 +87,6 @@ def shell_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
 def hooks_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguration, session_id: str,
                emit: Callable[[Message], None], inherit: Inheritance | None) -> tuple[ChildSpec, list[str]] | None:
     """The hooks child with the registry discovered from the config layers and plugins."""
-    from actors.hooks._actor import hooks_child_spec
-    from actors.hooks._discovery import discover
-
     if inherit is not None and inherit.hooks_registry is not None:
         registry, warnings = inherit.hooks_registry, list[str]()
     else:
@@ -115,10 +114,6 @@ def mcp_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguratio
     tables = loaded.table("mcp_servers")
     if not tables:
         return None
-    from actors.errors import ConfigError
-    from actors.mcp._actor import mcp_child_specs
-    from actors.mcp._config import parse_mcp_servers
-    from actors.mcp._errors import McpConfigError
 
     try:
         configs = [c for c in parse_mcp_servers(tables) if c.enabled]

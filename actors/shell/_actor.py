@@ -26,7 +26,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors.core._supervision import ChildSpec, Restart, SupervisedActor
+from actors.core import ChildSpec, Restart, SupervisedActor
 from actors.shell._capture import CAPTURE_TIMEOUT_S, ShellSnapshotter, Snapshot
 from actors.shell._exec import CommandRunner, ExecLimits, ExecResult
 from actors.shell._files import SNAPSHOT_DIR_NAME, cleanup_stale, remove_snapshot

@@ -31,9 +31,9 @@ from pathlib import Path
 import trio
 from google.protobuf.message import Message
 
-from actors.core._process import GroupProcess, supervise
-from actors.shell import _files as _shell_files
-from actors.shell import _scripts as _shell_scripts
+import actors.shell._files as _shell_files
+import actors.shell._scripts as _shell_scripts
+from actors.core import GroupProcess, supervise
 from actors.shell._scripts import DEFAULT_SECRET_PATTERNS, ShellKind
 from protos.supervisor.v1 import shell_pb2
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import trio
 from google.protobuf.message import Message
 
-from actors.core._process import GroupProcess, collapse_cancelled, exit_status, supervise
+from actors.core import GroupProcess, collapse_cancelled, exit_status, supervise
 from actors.shell._capture import Snapshot, default_shell
 from actors.shell._output import DeltaStreamer, OutputCapture, render_output
 from actors.shell._scripts import exec_argv

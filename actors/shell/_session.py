@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -22,7 +23,7 @@ from actors.shell._capture import CAPTURE_TIMEOUT_S, ShellSnapshotter, Snapshot
 from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, ExecResult
 from protos.supervisor.v1 import shell_pb2
 
-__all__ = ["SNAPSHOT_WAIT_S", "SessionShell"]
+__all__ = ["SNAPSHOT_WAIT_S", "InheritedShell", "SessionShell"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,4 +107,42 @@ class SessionShell:
             timeout_s=request.timeout_ms / MS_PER_S if request.timeout_ms else None,
             env=dict(request.env),
         )
+        return result.to_response()
+
+
+class InheritedShell:
+    """A subagent's shell: the parent's snapshot, its own runner (its own exec events), no capture process."""
+
+    def __init__(self, snapshot: Any, *, emit: Any, cwd: str, extra_env: Mapping[str, str],
+                 shell_program: str | None = None, default_timeout_s: float | None = None) -> None:
+        self._emit = emit
+        self._shell_program = shell_program
+        # built at the first command: most subagents of a big tree never run one
+        self._runner: CommandRunner | None = None
+        self.cwd = Path(cwd)
+        self.extra_env = dict(extra_env)
+        self.snapshot = snapshot
+        self.default_timeout_s = default_timeout_s
+
+    @property
+    def runner(self) -> CommandRunner:
+        """The subagent's own ``CommandRunner`` (its own exec events), built on first use."""
+        if self._runner is None:
+            self._runner = CommandRunner(emit=self._emit, snapshot=self.snapshot, shell=self._shell_program)
+        return self._runner
+
+    async def exec(self, command: str, cwd: Path | str | None = None, *, timeout_s: float | None = None,
+                   env: Mapping[str, str] | None = None, call_id: str | None = None) -> ExecResult:
+        """Run ``command`` like ``SessionShell.exec``."""
+        return await self.runner.run(
+            command, cwd if cwd is not None else self.cwd,
+            timeout_s=timeout_s if timeout_s is not None else (self.default_timeout_s or DEFAULT_EXEC_TIMEOUT_S),
+            extra_env={**(env or {}), **self.extra_env}, call_id=call_id,
+        )
+
+    async def exec_request(self, request: shell_pb2.ExecRequest) -> shell_pb2.ExecResponse:
+        """Serve the Exec RPC for a subagent."""
+        result = await self.exec(request.command, request.cwd or None,
+                                 timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None,
+                                 env=dict(request.env))
         return result.to_response()

@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.mcp import DELIMITER, TOOL_NAME_PREFIX
 from actors.providers import ToolCall, ToolSpec
-from actors.turn._router import ToolError, ToolHandler, ToolOutput
+from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolError, ToolHandler, ToolOutput, ToolRouter
 
 if TYPE_CHECKING:
-    from actors.mcp._router import McpRouter
+    from actors.mcp import McpRouter
     from actors.turn._task import TaskContext
     from protos.supervisor.v1 import config_pb2
 
@@ -40,6 +41,7 @@ __all__ = [
     "call_mcp",
     "dynamic_tools",
     "mcp_specs",
+    "router_for",
     "run_shell",
 ]
 
@@ -177,3 +179,24 @@ def _schema(text: str, name: str) -> dict[str, Any]:
         logger.warning("tool %r has an input schema that is not JSON; offering it without one", name)
         return dict(ANY_OBJECT_SCHEMA)
     return schema if isinstance(schema, dict) else dict(ANY_OBJECT_SCHEMA)
+
+
+def router_for(ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUTPUT_BYTES) -> ToolRouter:
+    """The router for ``ctx``'s services and configuration (see ``_router``'s module docstring)."""
+    router = ToolRouter(max_output_bytes=max_output_bytes)
+    services: Mapping[str, Any] = ctx.services
+    if services.get("shell") is not None:
+        router.register(SHELL_SPEC, run_shell)
+    manager = services.get("mcp")
+    if manager is not None:
+        for spec in mcp_specs(manager):
+            router.register(spec, call_mcp)
+        # an MCP tool not listed at turn start (an on_first_use server) is still routed: the manager starts it
+        router.set_fallback(TOOL_NAME_PREFIX + DELIMITER, call_mcp)
+    agents = services.get("agents")
+    if agents is not None:
+        for spec, handler in agent_tools(agents):
+            router.register(spec, handler)
+    for spec, handler in dynamic_tools(ctx.configuration, services.get("dynamic_tools")):
+        router.register(spec, handler)
+    return router

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.core._process import collapse_cancelled
+from actors.core import collapse_cancelled, single_error
 from actors.providers import (
     Completed,
     Message,
@@ -51,12 +51,13 @@ from actors.providers import (
     ToolCallItem,
     create_provider,
 )
+from actors.turn._builtin import router_for
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolOutput, ToolRouter
-from actors.turn._task import TaskContext, TaskResult, TaskRunner
+from actors.turn._task import TaskContext, TaskResult, TaskRunner, builtin_runner
 from protos.supervisor.v1 import config_pb2, events_pb2, turn_pb2
 
 if TYPE_CHECKING:
-    from actors.hooks._output import AggregateResult
+    from actors.hooks import AggregateResult
 
 __all__ = [
     "CONVERSATION_KEY",
@@ -65,6 +66,7 @@ __all__ = [
     "PROVIDER_KEY",
     "TurnLimitExceeded",
     "close_turn_state",
+    "default_runner",
     "make_turn_runner",
 ]
 
@@ -120,6 +122,17 @@ def make_turn_runner(
 
     run_turn.__name__ = "run_turn"
     return run_turn
+
+
+async def default_runner(ctx: TaskContext) -> TaskResult:
+    """The turn loop (model + tools), or the model-free ``builtin_runner`` when the provider is "builtin"."""
+    if ctx.configuration.provider == "builtin":
+        return await builtin_runner(ctx)
+    runner = ctx.state.get("_turn_runner")
+    if runner is None:
+        runner = ctx.state["_turn_runner"] = make_turn_runner()
+    result: TaskResult = await runner(ctx)
+    return result
 
 
 async def close_turn_state(state: dict[str, Any]) -> None:
@@ -179,7 +192,7 @@ class _Turn:
         if verdict is not None and verdict.additional_context:
             self.conversation.append(Message.system(verdict.additional_context))
         provider = provider_for(self.ctx)
-        router = ToolRouter.from_context(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
+        router = router_for(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
         stop_continuations = 0
         for _ in range(self.settings.max_round_trips):
             text, calls = await self._round_trip(provider, router)
@@ -253,7 +266,7 @@ class _Turn:
                     if text:
                         self.ctx.emit(events_pb2.AgentMessage(text=text, delta=False))
         except BaseExceptionGroup as group:
-            raise _single_error(group) from None
+            raise single_error(group) from None
         finally:
             if completed is not None:
                 self._record(text, calls, outputs, contexts)
@@ -328,11 +341,3 @@ class _Turn:
         for message in result.system_messages:
             self.ctx.emit(events_pb2.Warning(message=message))
         return result
-
-
-def _single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one non-cancellation error of a round trip's nursery (a provider failure), else the group."""
-    _, rest = group.split(trio.Cancelled)
-    if rest is not None and len(rest.exceptions) == 1:
-        return rest.exceptions[0]
-    return group

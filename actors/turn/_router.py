@@ -1,7 +1,7 @@
 """The tool router of one turn: which tools the model is offered, and where each call goes.
 
 Contract:
-- ``ToolRouter.from_context(ctx)`` builds the tool set from the task's services, in this order (the first
+- ``router_for(ctx)`` (in ``_builtin``) builds the tool set from the task's services, in this order (the first
   registration of a name wins, later duplicates are dropped with a log line): ``shell`` when
   ``services["shell"]`` is a ``SessionShell``; every tool of ``services["mcp"]`` (the ``McpTools`` of the
   per-server actors, or an ``McpConnectionManager``) under its qualified name ``mcp__SERVER__TOOL``; the
@@ -12,15 +12,15 @@ Contract:
   cancellation (``trio.Cancelled``, an interrupt) propagates, never swallowed.
 - Every output is bounded to ``max_output_bytes`` of UTF-8 (head and tail kept around a marker that says how
   much was cut), so one chatty tool cannot flood the model's context.
-- Handlers live in ``_tools_builtin``; this module imports nothing heavy (no ``mcp``, no ``openai``).
+- Handlers live in ``_builtin``; this module imports neither them nor any wing (no ``mcp``, no ``openai``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from actors.providers import ToolCall, ToolSpec
 
@@ -67,6 +67,7 @@ class ToolRouter:
         self.max_output_bytes = max_output_bytes
         self._specs: dict[str, ToolSpec] = {}
         self._handlers: dict[str, ToolHandler] = {}
+        self._fallbacks: list[tuple[str, ToolHandler]] = []
 
     def register(self, spec: ToolSpec, handler: ToolHandler) -> bool:
         """Offer ``spec`` to the model and route its calls to ``handler``; False if the name was taken."""
@@ -77,28 +78,10 @@ class ToolRouter:
         self._handlers[spec.name] = handler
         return True
 
-    @classmethod
-    def from_context(
-        cls, ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUTPUT_BYTES
-    ) -> ToolRouter:
-        """The router for ``ctx``'s services and configuration (see the module docstring)."""
-        from actors.turn import _builtin as _tools_builtin
-
-        router = cls(max_output_bytes=max_output_bytes)
-        services: Mapping[str, Any] = ctx.services
-        if services.get("shell") is not None:
-            router.register(_tools_builtin.SHELL_SPEC, _tools_builtin.run_shell)
-        manager = services.get("mcp")
-        if manager is not None:
-            for spec in _tools_builtin.mcp_specs(manager):
-                router.register(spec, _tools_builtin.call_mcp)
-        agents = services.get("agents")
-        if agents is not None:
-            for spec, handler in _tools_builtin.agent_tools(agents):
-                router.register(spec, handler)
-        for spec, handler in _tools_builtin.dynamic_tools(ctx.configuration, services.get("dynamic_tools")):
-            router.register(spec, handler)
-        return router
+    def set_fallback(self, prefix: str, handler: ToolHandler) -> None:
+        """Route calls to unlisted tools whose name starts with ``prefix`` to ``handler`` (e.g. an MCP tool of a
+        server started on first use, not listed at turn start)."""
+        self._fallbacks.append((prefix, handler))
 
     def specs(self) -> list[ToolSpec]:
         """Every tool offered to the model, in registration order."""
@@ -112,7 +95,7 @@ class ToolRouter:
         """Run one tool call; failures become error outputs, cancellation propagates."""
         handler = self._handlers.get(call.name)
         if handler is None:
-            handler = self._fallback(call.name, ctx)
+            handler = self._fallback(call.name)
         if handler is None:
             return self._bounded(ToolOutput(self._unknown_tool_text(call.name), is_error=True))
         try:
@@ -124,13 +107,10 @@ class ToolRouter:
             output = ToolOutput(f"tool {call.name} failed: {type(exc).__name__}: {exc}", is_error=True)
         return self._bounded(output)
 
-    def _fallback(self, name: str, ctx: TaskContext) -> ToolHandler | None:
-        # an MCP tool not listed at turn start (an on_first_use server) is still routed: the manager starts it
-        from actors.mcp._names import DELIMITER, TOOL_NAME_PREFIX
-        from actors.turn._builtin import call_mcp
-
-        if ctx.services.get("mcp") is not None and name.startswith(TOOL_NAME_PREFIX + DELIMITER):
-            return call_mcp
+    def _fallback(self, name: str) -> ToolHandler | None:
+        for prefix, handler in self._fallbacks:
+            if name.startswith(prefix):
+                return handler
         return None
 
     def _unknown_tool_text(self, name: str) -> str:

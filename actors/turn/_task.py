@@ -1,7 +1,8 @@
 """What a session task is: an async function on the shared trio loop, given a ``TaskContext``.
 
 A session runs at most one task at a time. The turn loop (model + tools) is one such runner; the built-in
-runner below needs no model and serves tests and the offline CLI.
+runner below needs no model and serves tests and the offline CLI. This module is the contract: it imports
+nothing of the turn wing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from google.protobuf.message import Message
 
 from protos.supervisor.v1 import config_pb2, events_pb2
 
-__all__ = ["TaskContext", "TaskResult", "TaskRunner", "builtin_runner", "default_runner"]
+__all__ = ["TaskContext", "TaskResult", "TaskRunner", "builtin_runner"]
 
 
 @dataclass
@@ -47,19 +48,6 @@ TaskRunner = Callable[[TaskContext], Awaitable[TaskResult]]
 
 #: Longest pause the built-in runner's ``sleep N`` accepts.
 BUILTIN_MAX_SLEEP_S = 3600.0
-
-
-async def default_runner(ctx: TaskContext) -> TaskResult:
-    """The turn loop (model + tools), or the model-free ``builtin_runner`` when the provider is "builtin"."""
-    if ctx.configuration.provider == "builtin":
-        return await builtin_runner(ctx)
-    runner = ctx.state.get("_turn_runner")
-    if runner is None:
-        from actors.turn._loop import make_turn_runner
-
-        runner = ctx.state["_turn_runner"] = make_turn_runner()
-    result: TaskResult = await runner(ctx)
-    return result
 
 
 async def builtin_runner(ctx: TaskContext) -> TaskResult:

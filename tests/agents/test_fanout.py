@@ -10,7 +10,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from actors.core import _tracing
+from actors.core import current_traceparent
 from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import envelope_pb2, session_pb2
 
@@ -69,7 +69,7 @@ required = true
     try:
         sid = runtime.start_session(session_pb2.StartSessionRequest(cwd=str(tmp_path))).session_id
         with trace.get_tracer("test").start_as_current_span("client"):
-            tp, _ = _tracing.current_traceparent()
+            tp, _ = current_traceparent()
             env = envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(session_id=sid, input="go"))
             env.trace.traceparent = tp
             runtime.request(sid, env)

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from opentelemetry import trace
 
-from actors.core import _tracing
+from actors.core import current_traceparent, trace_id_of
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
 
 WAIT_S = 20.0
@@ -156,7 +156,7 @@ def test_child_session_spans_are_children_of_the_spawn_span(stack: Any, span_exp
     stub, runtime, tmp = stack
     sid = start(stub, tmp)
     with trace.get_tracer("test").start_as_current_span("orchestrator"):
-        tp, _ = _tracing.current_traceparent()
+        tp, _ = current_traceparent()
         child = stub.SpawnAgent(agents_pb2.SpawnAgentRequest(session_id=sid, message="hi", traceparent=tp),
                                 timeout=WAIT_S)
     untraced = spawn(stub, sid, "no trace")
@@ -166,7 +166,7 @@ def test_child_session_spans_are_children_of_the_spawn_span(stack: Any, span_exp
     spawn_span = spans["agent.spawn"]
     assert spawn_span.parent.span_id == root.context.span_id
     first = runtime.log.read(child.agent_id, 0)[0]
-    assert _tracing.trace_id_of(first.traceparent) == format(root.context.trace_id, "032x")
+    assert trace_id_of(first.traceparent) == format(root.context.trace_id, "032x")
     assert runtime.log.read(untraced.agent_id, 0)[0].traceparent == ""  # no orphan trace
 
 

@@ -12,8 +12,8 @@ from actors.core import _tracing
 from actors.core._supervision import ChildSpec, SupervisedActor
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.session._actor import SessionSetup
-from actors.turn._task import builtin_runner
+from actors.session import SessionSetup
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import session_pb2, session_pb2_grpc
 
 WAIT_S = 10.0

@@ -16,8 +16,7 @@ import trio
 import trustme
 from google.protobuf.message import Message
 
-from actors.proxy._policy import NetworkPolicy
-from actors.proxy._server import ProxyServer
+from actors.proxy import NetworkPolicy, ProxyServer
 
 #: Bound on any single wait in these tests (loaded 2-core machine).
 WAIT_S = 5.0

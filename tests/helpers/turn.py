@@ -16,15 +16,13 @@ from typing import Any, TypeVar
 import trio
 from google.protobuf.message import Message
 
-from actors.config._apply import default_configuration
-from actors.hooks._runner import HookRunner
-from actors.mcp._manager import McpConnectionManager
+from actors.config import default_configuration
+from actors.hooks import HookRunner
+from actors.mcp import McpConnectionManager
 from actors.providers import Message as ModelMessage
 from actors.providers import ToolSpec
-from actors.shell._capture import ShellSnapshotter
-from actors.shell._exec import CommandRunner
-from actors.shell._session import SessionShell
-from actors.turn._task import TaskContext
+from actors.shell import CommandRunner, SessionShell, ShellSnapshotter
+from actors.turn import TaskContext
 from tests.hook_fixtures.support import hooks_doc, registry_for
 from tests.mcp_servers.fixtures import toolbox
 

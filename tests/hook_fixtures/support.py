@@ -12,8 +12,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors.hooks._discovery import discover
-from actors.hooks._model import HookRegistry
+from actors.hooks import HookRegistry, discover
 from protos.supervisor.v1 import hooks_pb2
 
 BASH = ["/bin/bash", "-c"]

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from actors.core._supervision import start_actor
-from actors.core._trio_host import TaskCancelled
+from actors.core import TaskCancelled, start_actor
 from actors.hooks._actor import HooksActor, hooks_child_spec
 from actors.hooks._discovery import discover
 from actors.hooks._runner import HookRunner

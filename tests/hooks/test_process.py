@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.core._trio_host import TaskCancelled, get_host
+from actors.core import TaskCancelled, get_host
 from actors.hooks._runner import HookRunner, run_hooks
 from protos.supervisor.v1 import hooks_pb2
 from tests.hook_fixtures.support import (

@@ -12,8 +12,7 @@ from pathlib import Path
 import pykka
 import pytest
 
-from actors.core._supervision import start_actor
-from actors.core._trio_host import get_host
+from actors.core import get_host, start_actor
 from actors.mcp._actor import McpConnection, mcp_child_specs
 from actors.mcp._errors import McpRequiredServersFailed, McpServerUnavailable
 from actors.mcp._process import has_exited

@@ -258,7 +258,7 @@ def test_parse_arguments() -> None:
 def test_runs_on_the_shared_host_loop_and_its_task_scope_cancels_it(server: FakeOpenAIServer) -> None:
     """As the session uses it: built in an actor thread, streamed in the shared trio loop, cancelled by
     closing the actor's TaskScope from another thread."""
-    from actors.core._trio_host import TaskCancelled, get_host
+    from actors.core import TaskCancelled, get_host
 
     host = get_host()
     server.add_replies(Reply(text_deltas=("hello", " world")), Reply(text_deltas=("held",), hold_after=0))

@@ -14,7 +14,7 @@ import pytest
 import trio
 from google.protobuf.message import Message
 
-from actors.core._supervision import Supervisor, start_actor
+from actors.core import Supervisor, start_actor
 from actors.proxy._actor import (
     NETWORK_PROXY_CHILD_ID,
     NetworkProxyActor,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from actors.core._supervision import ChildSpec, SupervisedActor
+from actors.core import ChildSpec, SupervisedActor
 from actors.errors import SessionStateError, StartupFailed, UnknownSession
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.session._actor import SessionSetup
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import envelope_pb2, events_pb2, session_pb2
 
 WAIT_S = 10.0

@@ -15,7 +15,7 @@ import pytest
 
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import hooks_pb2, network_pb2, session_pb2, session_pb2_grpc, shell_pb2
 
 WAIT_S = 20.0

@@ -16,7 +16,7 @@ import pytest
 
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import mcp_pb2, session_pb2, session_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,8 +117,8 @@ def _pid(stub: session_pb2_grpc.SessionServiceStub, sid: str, server_name: str) 
 
 
 def test_each_server_is_its_own_child_and_a_crashed_one_restarts_alone(stack: Any) -> None:
-    from actors.core._trio_host import get_host
-    from actors.mcp._process import has_exited
+    from actors.core import get_host
+    from actors.mcp import has_exited
 
     stub, runtime, tmp = stack
     names = ["a", "b", "c"]

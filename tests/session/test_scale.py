@@ -14,10 +14,10 @@ import grpc
 import pykka
 import pytest
 
-from actors.core._parking import get_pool
+from actors.core import get_pool
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
-from actors.turn._task import builtin_runner
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import agents_pb2, envelope_pb2, events_pb2, session_pb2, session_pb2_grpc
 
 TREE = 1000

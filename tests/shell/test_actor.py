@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.message import Message
 
-from actors.core._supervision import start_actor
-from actors.core._trio_host import TaskCancelled
+from actors.core import TaskCancelled, start_actor
 from actors.shell._actor import ShellSnapshotActor, shell_snapshot_child_spec
 from actors.shell._capture import Snapshot
 from actors.shell._exec import ExecResult

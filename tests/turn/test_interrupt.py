@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.core._trio_host import TaskCancelled, get_host
+from actors.core import TaskCancelled, get_host
 from actors.providers import create_provider
 from actors.turn._loop import CONVERSATION_KEY, make_turn_runner
 from protos.supervisor.v1 import events_pb2, shell_pb2, turn_pb2

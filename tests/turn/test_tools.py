@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.providers import ToolCall, ToolSpec
-from actors.turn._builtin import SHELL_SPEC
+from actors.turn._builtin import SHELL_SPEC, router_for
 from actors.turn._router import ToolOutput, ToolRouter, bound_output
 from actors.turn._task import TaskContext
 from protos.supervisor.v1 import config_pb2
@@ -34,7 +34,7 @@ async def test_specs_come_from_every_service_in_order_and_duplicates_are_dropped
     async with session_shell(tmp_path, recorder) as shell, mcp_toolbox(recorder) as mcp:
         ctx = task_context(tmp_path, recorder, "", {"shell": shell, "mcp": mcp, "agents": EchoAgents()},
                            dynamic_tools=dynamic)
-        router = ToolRouter.from_context(ctx)
+        router = router_for(ctx)
     names = router.names()
     assert names[0] == "shell"
     mcp_names = [n for n in names if n.startswith("mcp__toolbox__")]
@@ -50,7 +50,7 @@ async def test_specs_come_from_every_service_in_order_and_duplicates_are_dropped
 
 async def test_no_services_means_no_tools_and_any_call_is_unknown(tmp_path: Path) -> None:
     ctx = task_context(tmp_path, Recorder(), "")
-    router = ToolRouter.from_context(ctx)
+    router = router_for(ctx)
     assert router.specs() == []
     output = await _dispatch(router, ctx, "shell", command="true")
     assert output == ToolOutput("unknown tool 'shell'; available tools: (none)", is_error=True)
@@ -61,7 +61,7 @@ async def test_shell_tool_arguments_workdir_timeout_and_exit_codes(tmp_path: Pat
     (tmp_path / "sub").mkdir()
     async with session_shell(tmp_path, recorder) as shell:
         ctx = task_context(tmp_path, recorder, "", {"shell": shell})
-        router = ToolRouter.from_context(ctx)
+        router = router_for(ctx)
         in_sub = await _dispatch(router, ctx, "shell", command="pwd", workdir="sub")
         failed = await _dispatch(router, ctx, "shell", command="echo nope >&2; exit 4")
         timed_out = await _dispatch(router, ctx, "shell", command="sleep 5", timeout_ms=200)
@@ -80,7 +80,7 @@ async def test_mcp_tools_route_by_qualified_name_with_errors_as_outputs(tmp_path
     recorder = Recorder()
     async with mcp_toolbox(recorder) as mcp:
         ctx = task_context(tmp_path, recorder, "", {"mcp": mcp})
-        router = ToolRouter.from_context(ctx)
+        router = router_for(ctx)
         added = await _dispatch(router, ctx, "mcp__toolbox__add", a=2, b=40)
         bad_args = await _dispatch(router, ctx, "mcp__toolbox__add", a="two")
         unknown_on_server = await _dispatch(router, ctx, "mcp__toolbox__missing")
@@ -92,7 +92,7 @@ async def test_mcp_tools_route_by_qualified_name_with_errors_as_outputs(tmp_path
 async def test_agent_tools_call_the_method_of_their_name(tmp_path: Path) -> None:
     agents = EchoAgents()
     ctx = task_context(tmp_path, Recorder(), "", {"agents": agents})
-    router = ToolRouter.from_context(ctx)
+    router = router_for(ctx)
     spawned = await _dispatch(router, ctx, "spawn_agent", message="hi")
     closed = await _dispatch(router, ctx, "close_agent", agent_id="agent-1")
     assert spawned == ToolOutput('{"agent_id": "agent-1", "nickname": "worker-1"}')
@@ -105,7 +105,7 @@ async def test_agent_specs_without_a_method_are_not_offered(tmp_path: Path) -> N
         def specs(self) -> list[ToolSpec]:
             return [*super().specs(), ToolSpec("teleport", "no such method", {}), ToolSpec("specs", "x", {})]
 
-    router = ToolRouter.from_context(task_context(tmp_path, Recorder(), "", {"agents": Partial()}))
+    router = router_for(task_context(tmp_path, Recorder(), "", {"agents": Partial()}))
     assert "teleport" not in router.names() and "specs" not in router.names()
 
 
@@ -115,7 +115,7 @@ async def test_dynamic_tools_use_a_handler_when_given(tmp_path: Path) -> None:
 
     tools = [config_pb2.DynamicTool(name="lookup"), config_pb2.DynamicTool(name="ask_client")]
     ctx = task_context(tmp_path, Recorder(), "", {"dynamic_tools": {"lookup": lookup}}, dynamic_tools=tools)
-    router = ToolRouter.from_context(ctx)
+    router = router_for(ctx)
     assert await _dispatch(router, ctx, "lookup", q="abc") == ToolOutput('{"answer": "ABC"}')
     unanswered = await _dispatch(router, ctx, "ask_client")
     assert unanswered.is_error and "dynamic tools are answered by the client" in unanswered.text
@@ -131,7 +131,7 @@ async def test_cancellation_propagates_through_dispatch(tmp_path: Path) -> None:
 
     tools = [config_pb2.DynamicTool(name="forever")]
     ctx = task_context(tmp_path, Recorder(), "", {"dynamic_tools": {"forever": forever}}, dynamic_tools=tools)
-    router = ToolRouter.from_context(ctx)
+    router = router_for(ctx)
     outputs: list[ToolOutput] = []
 
     async def call() -> None:
@@ -151,7 +151,7 @@ async def test_router_bounds_every_output(tmp_path: Path) -> None:
 
     tools = [config_pb2.DynamicTool(name="chatty")]
     ctx = task_context(tmp_path, Recorder(), "", {"dynamic_tools": {"chatty": chatty}}, dynamic_tools=tools)
-    router = ToolRouter.from_context(ctx, max_output_bytes=1000)
+    router = router_for(ctx, max_output_bytes=1000)
     output = await _dispatch(router, ctx, "chatty")
     assert len(output.text.encode()) <= 1000 and "bytes of tool output omitted" in output.text
 
