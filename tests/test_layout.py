@@ -166,7 +166,8 @@ def violations(root: Path) -> list[str]:
     lazy = [imp for imp in imports(root) if imp.in_function]
     if len(lazy) > MAX_FUNCTION_LEVEL_IMPORTS:
         listed = ", ".join(f"{i.source}:{i.line}" for i in lazy)
-        out.append(f"{len(lazy)} function-level imports of actors modules (at most {MAX_FUNCTION_LEVEL_IMPORTS}): {listed}")
+        out.append(f"{len(lazy)} function-level imports of actors modules "
+                   f"(at most {MAX_FUNCTION_LEVEL_IMPORTS}): {listed}")
     pykka_internal = sorted({module_name(p, root) for p in (root / "actors").rglob("*.py")
                              if "pykka._" in p.read_text()})
     if len(pykka_internal) > 1:
