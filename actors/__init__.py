@@ -22,15 +22,15 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ChildSpec": "actors.core._supervision",
-    "Restart": "actors.core._supervision",
-    "Strategy": "actors.core._supervision",
-    "SupervisedActor": "actors.core._supervision",
-    "Supervisor": "actors.core._supervision",
+    "ChildSpec": "actors.core",
+    "Restart": "actors.core",
+    "Strategy": "actors.core",
+    "SupervisedActor": "actors.core",
+    "Supervisor": "actors.core",
     "RuntimeOptions": "actors.runtime",
     "SessionRuntime": "actors.runtime",
-    "SessionSupervisor": "actors.session._actor",
-    "get_host": "actors.core._trio_host",
+    "SessionSupervisor": "actors.session",
+    "get_host": "actors.core",
 }
 
 

@@ -23,7 +23,6 @@ import actors.session._specs as kids
 from actors.agents import AgentRegistry, AgentsConfig, AgentTools
 from actors.core import TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
 from actors.errors import StartupFailed
-from actors.mcp import McpRequiredServersFailed
 from actors.session._setup import SessionSetup
 from actors.shell import InheritedShell
 from protos.supervisor.v1 import config_pb2, events_pb2
@@ -243,6 +242,8 @@ class SessionChildrenMixin(Supervisor):
         if not self._mcp_required:
             startup.add_done_callback(warn)
             return
+        from actors.mcp import McpRequiredServersFailed  # cold start: only sessions with MCP servers get here
+
         try:
             report = startup.result(timeout=MCP_REQUIRED_WAIT_S)
         except McpRequiredServersFailed as exc:

@@ -21,7 +21,6 @@ from actors.config import LoadedConfig
 from actors.core import ChildSpec
 from actors.errors import ConfigError
 from actors.hooks import discover, hooks_child_spec
-from actors.mcp import McpConfigError, mcp_child_specs, parse_mcp_servers
 from actors.proxy import ProxyState, network_proxy_child_spec, policy_from_proto
 from actors.shell import shell_snapshot_child_spec
 from protos.supervisor.v1 import config_pb2
@@ -114,6 +113,9 @@ def mcp_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguratio
     tables = loaded.table("mcp_servers")
     if not tables:
         return None
+
+    # cold start: only a session with MCP servers loads the MCP wing
+    from actors.mcp import McpConfigError, mcp_child_specs, parse_mcp_servers
 
     try:
         configs = [c for c in parse_mcp_servers(tables) if c.enabled]
