@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _home(args: argparse.Namespace) -> Path:
-    from actors._config_load import default_home
+    from actors.config import default_home
 
     return args.home or default_home()
 
@@ -95,7 +95,7 @@ def _print_event(event: Any, args: argparse.Namespace, translator: Any, console:
         return
     view.update(event)
     if event.WhichOneof("msg") in ("warning", "error", "deprecation_notice"):
-        from actors._render import render_event
+        from actors.cli import render_event
 
         console.print(render_event(event))
 
@@ -108,7 +108,7 @@ def _install_tracer() -> None:
 
 
 def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> int:
-    from actors._jsonl import JsonlTranslator
+    from actors.cli import JsonlTranslator
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
@@ -116,7 +116,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     if not args.json:
         from rich.console import Console
 
-        from actors._progress import ProgressView
+        from actors.cli import ProgressView
 
         console = Console(highlight=False)
         view = ProgressView(console)
@@ -187,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _sessions(args: argparse.Namespace) -> int:
-    from actors._eventlog import EventLog
+    from actors.core import EventLog
     from actors.runtime import EVENT_LOG_FILE
 
     if args.action == "resume":
@@ -212,7 +212,7 @@ def _sessions(args: argparse.Namespace) -> int:
             return 1
         from google.protobuf.json_format import MessageToDict
 
-        from actors._render import render_event
+        from actors.cli import render_event
 
         for event in log.follow(args.session_id, 0, live=False):
             if args.json:

@@ -22,15 +22,15 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ChildSpec": "actors.supervision",
-    "Restart": "actors.supervision",
-    "Strategy": "actors.supervision",
-    "SupervisedActor": "actors.supervision",
-    "Supervisor": "actors.supervision",
+    "ChildSpec": "actors.core",
+    "Restart": "actors.core",
+    "Strategy": "actors.core",
+    "SupervisedActor": "actors.core",
+    "Supervisor": "actors.core",
     "RuntimeOptions": "actors.runtime",
     "SessionRuntime": "actors.runtime",
     "SessionSupervisor": "actors.session",
-    "get_host": "actors.trio_host",
+    "get_host": "actors.core",
 }
 
 

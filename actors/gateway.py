@@ -33,8 +33,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import _tracing
-from actors._eventlog import READ_BATCH
+from actors.core import READ_BATCH, put_with_reply, span
 from actors.errors import (
     ChildStartError,
     ConfigError,
@@ -168,7 +167,7 @@ def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) 
     def handle(raw: bytes, ctx: grpc.ServicerContext) -> Message:
         req = _parse(request_cls, raw, ctx)
         tp, ts = _metadata_trace(ctx)
-        with _tracing.span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
+        with span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
             try:
                 return impl(req, ctx, rpc_tp or tp, ts)
             except Exception as exc:
@@ -212,12 +211,10 @@ class _LoopReply(pykka.Future[Any]):
 async def _ask_session(runtime: SessionRuntime, session_id: str, env: envelope_pb2.Envelope
                        ) -> envelope_pb2.Envelope:
     """``runtime.request`` for the loop: the session's reply arrives as an asyncio result."""
-    from pykka._envelope import Envelope  # pykka's inbox item; ``ask`` would block a thread on the reply
-
     actor = runtime.live(session_id)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    actor.actor_ref.actor_inbox.put(Envelope(env, reply_to=_LoopReply(loop, future)))
+    put_with_reply(actor.actor_ref, env, _LoopReply(loop, future))  # ``ask`` would block a thread on the reply
     try:
         reply = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
     except pykka.ActorDeadError as exc:
@@ -257,7 +254,7 @@ def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime)
         except (DecodeError, RuntimeWarning) as exc:
             await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
         tp, ts = _metadata_trace(ctx)
-        with _tracing.span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
+        with span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
             try:
                 return await _ask_reply(runtime, req, rpc_tp or tp, ts)
             except Exception as exc:

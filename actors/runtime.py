@@ -19,14 +19,21 @@ from typing import Any
 
 import pykka
 
-from actors import _tracing
-from actors._config_load import load_config
-from actors._eventlog import RUNNING, EventLog
-from actors._tasks import TaskRunner, default_runner
-from actors.errors import SessionStateError, StartupFailed, UnknownSession
-from actors.session import HISTORY_KINDS, SessionSetup, SessionSupervisor
-from actors.supervision import ChildSpec, exc_text, start_actor
-from actors.trio_host import TaskCancelled
+from actors.config import load_config
+from actors.core import (
+    HISTORY_KINDS,
+    RUNNING,
+    ChildSpec,
+    EventLog,
+    TaskCancelled,
+    actor_of,
+    exc_text,
+    span,
+    start_actor,
+)
+from actors.errors import ConfigError, SessionStateError, StartupFailed, UnknownSession
+from actors.session import SessionSetup, SessionSupervisor
+from actors.turn import TaskRunner, default_runner
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["RuntimeOptions", "SessionRuntime"]
@@ -88,7 +95,7 @@ class SessionRuntime:
                       tracestate: str = "") -> session_pb2.StartSessionResponse:
         """Start a new, resumed or forked session; raise a narrow error if it cannot start."""
         mode = request.mode or session_pb2.START_MODE_NEW
-        with _tracing.span("session.start", traceparent, tracestate,
+        with span("session.start", traceparent, tracestate,
                            attributes={"session.start_mode": session_pb2.StartMode.Name(mode)}) as span_tp:
             setup = self._setup_for(request, mode)
             setup.start_traceparent = span_tp
@@ -112,8 +119,6 @@ class SessionRuntime:
     def _setup_for(self, request: session_pb2.StartSessionRequest, mode: int) -> SessionSetup:
         cwd = request.cwd or os.getcwd()
         if not os.path.isdir(cwd):
-            from actors.errors import ConfigError
-
             raise ConfigError(f"cwd: {cwd!r} is not a directory")
         loaded = load_config(cwd=cwd, home=self.options.home, managed_dir=self.options.managed_dir,
                              profile=request.profile or None, overrides=list(request.config_overrides))
@@ -161,7 +166,7 @@ class SessionRuntime:
         return setup
 
     def _register(self, session_id: str, ref: Any) -> None:
-        actor = ref._actor_weakref()  # the instance, for configured_seq and direct emit in tests
+        actor = actor_of(ref)  # the instance, for configured_seq and direct emit in tests
         if actor is not None:
             with self._lock:
                 self._live[session_id] = actor

@@ -26,13 +26,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-import pykka  # noqa: E402
+import grpc
+import pykka
 
-from actors.gateway import serve  # noqa: E402
-from actors.runtime import RuntimeOptions, SessionRuntime  # noqa: E402
-from actors.supervision import SupervisedActor, start_actor  # noqa: E402
-from protos.supervisor.v1 import envelope_pb2, session_pb2, session_pb2_grpc  # noqa: E402
+from actors.core import SupervisedActor, start_actor
+from actors.gateway import serve
+from actors.runtime import RuntimeOptions, SessionRuntime
+from protos.supervisor.v1 import envelope_pb2, session_pb2, session_pb2_grpc
 
 ROUNDS = 5
 ACTOR_MESSAGES = 4000
@@ -161,7 +161,7 @@ def cold_start(home: Path) -> tuple[Row, Row]:
 
     run = wall([sys.executable, "supervisor.py", "--home", str(home / "cold"), "run", "--json", "hi"])
     bare = wall([sys.executable, "-c", "pass"])
-    imp = wall([sys.executable, "-c", "import actors.runtime, actors._jsonl"])
+    imp = wall([sys.executable, "-c", "import actors.runtime, actors.cli._jsonl"])
     return (("cold start: supervisor.py run --json (wall) vs python -c pass", run, bare, "ms", False),
             ("import of the run path vs python -c pass", imp, bare, "ms", False))
 

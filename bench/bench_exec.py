@@ -24,11 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors._exec import CommandRunner
-from actors._shell_capture import ShellSnapshotter
-from actors.shell_snapshot import ShellSnapshotActor
-from actors.supervision import start_actor
-from actors.trio_host import get_host
+from actors.core import get_host, start_actor
+from actors.shell import CommandRunner, ShellSnapshotActor, ShellSnapshotter
 
 ROUND_TRIPS = 200
 WARMUP = 10

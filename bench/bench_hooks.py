@@ -27,8 +27,10 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors._hooks_discovery import discover  # noqa: E402
-from actors._hooks_runner import run_hooks  # noqa: E402
+from actors.hooks import (
+    discover,
+    run_hooks,
+)
 
 SHELL = ["/bin/bash", "-c"]
 #: Sequential single-hook runs per side.

@@ -33,12 +33,19 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors._mcp_client import McpConnectionService  # noqa: E402
-from actors._mcp_config import McpServerConfig, parse_mcp_server  # noqa: E402
-from actors._mcp_manager import McpConnectionManager  # noqa: E402
-from actors.mcp_connection import McpConnection, mcp_child_specs  # noqa: E402
-from actors.supervision import Supervisor, start_actor  # noqa: E402
-from actors.trio_host import get_host  # noqa: E402
+from actors.core import (
+    Supervisor,
+    get_host,
+    start_actor,
+)
+from actors.mcp import (
+    McpConnection,
+    McpConnectionManager,
+    McpConnectionService,
+    McpServerConfig,
+    mcp_child_specs,
+    parse_mcp_server,
+)
 
 TOOLBOX = str(ROOT / "tests" / "mcp_servers" / "toolbox.py")
 EXAMPLE = str(ROOT / "examples" / "mcp_example_server.py")

@@ -25,7 +25,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.providers import (  # noqa: E402
+from actors.providers import (
     Completed,
     Message,
     ModelRequest,
@@ -36,7 +36,7 @@ from actors.providers import (  # noqa: E402
     collect_response,
     create_provider,
 )
-from tests.fake_openai_server import FakeOpenAIServer, Reply  # noqa: E402
+from tests.helpers.fake_openai_server import FakeOpenAIServer, Reply
 
 #: Fresh interpreters per import figure (median taken).
 IMPORT_RUNS = 5

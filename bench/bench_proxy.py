@@ -27,12 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import trio  # noqa: E402
+import trio
 
-from actors import _proxy_tunnel  # noqa: E402
-from actors._netpolicy import NetworkPolicy  # noqa: E402
-from actors._proxy_server import ProxyServer  # noqa: E402
-from actors._proxy_tunnel import SPLICE_AVAILABLE  # noqa: E402
+from actors.proxy import (
+    SPLICE_AVAILABLE,
+    NetworkPolicy,
+    ProxyServer,
+)
+from actors.proxy import _tunnel as _proxy_tunnel
 
 ROUNDS = 5
 TUNNEL_BYTES = 256 * 1024 * 1024

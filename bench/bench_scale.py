@@ -84,9 +84,9 @@ def _settled(before: dict[str, int], deadline_s: float = 5.0) -> dict[str, int]:
 # --- workers (each in its own process) -------------------------------------------------------------------
 def worker_ours(n: int, levels: list[int]) -> dict[str, Any]:
     """Spawn ``n`` idle subagents under one root; sample latency/RSS at ``levels``; stop the tree."""
-    from actors._parking import get_pool
-    from actors._tasks import builtin_runner
+    from actors.core import get_pool
     from actors.runtime import RuntimeOptions, SessionRuntime
+    from actors.turn import builtin_runner
     from protos.supervisor.v1 import agents_pb2, envelope_pb2, session_pb2
 
     with tempfile.TemporaryDirectory() as tmp:

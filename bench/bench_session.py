@@ -24,11 +24,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import pykka  # noqa: E402
+import pykka
 
-from actors._tasks import builtin_runner  # noqa: E402
-from actors.runtime import RuntimeOptions, SessionRuntime  # noqa: E402
-from protos.supervisor.v1 import agents_pb2, envelope_pb2, session_pb2, shell_pb2  # noqa: E402
+from actors.runtime import RuntimeOptions, SessionRuntime
+from actors.turn import builtin_runner
+from protos.supervisor.v1 import agents_pb2, envelope_pb2, session_pb2, shell_pb2
 
 SPAWNS = 300
 EXECS = 150
@@ -123,7 +123,7 @@ def main() -> int:
 
 def exec_in_child(shell: Any) -> None:
     """Run `true` through a subagent's own (inherited-snapshot) shell on the trio loop."""
-    from actors.trio_host import get_host
+    from actors.core import get_host
 
     async def run() -> None:
         result = await shell.exec("true")

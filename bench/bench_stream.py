@@ -26,12 +26,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
+import grpc
 
-from actors._tasks import builtin_runner  # noqa: E402
-from actors.gateway import serve  # noqa: E402
-from actors.runtime import RuntimeOptions, SessionRuntime  # noqa: E402
-from protos.supervisor.v1 import events_pb2, session_pb2, session_pb2_grpc, stream_pb2, stream_pb2_grpc  # noqa: E402
+from actors.gateway import serve
+from actors.runtime import RuntimeOptions, SessionRuntime
+from actors.turn import builtin_runner
+from protos.supervisor.v1 import events_pb2, session_pb2, session_pb2_grpc, stream_pb2, stream_pb2_grpc
 
 #: Logged events streamed to one client per round, and rounds (ours and raw alternate).
 ONE_CLIENT_EVENTS = 20_000

@@ -27,13 +27,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors._config import default_configuration
-from actors._exec import CommandRunner
-from actors._shell_capture import ShellSnapshotter
-from actors._shell_session import SessionShell
-from actors._tasks import TaskContext
-from actors._turn import make_turn_runner
+from actors.config import default_configuration
 from actors.providers import Message, ModelRequest, collect_response, create_provider
+from actors.shell import CommandRunner, SessionShell, ShellSnapshotter
+from actors.turn import TaskContext, make_turn_runner
 from protos.supervisor.v1 import config_pb2
 
 TURNS = 300

@@ -15,8 +15,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors._parking import WORKER_THREAD_PREFIX
-from actors.trio_host import HOST_THREAD_NAME, get_host
+from actors.core import HOST_THREAD_NAME, WORKER_THREAD_PREFIX, get_host
 
 #: A private temporary directory for this test process, so that a test leaving a temp file behind is seen
 #: (and other processes' temp files are not mistaken for ours).

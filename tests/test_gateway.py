@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from actors._tasks import builtin_runner
 from actors.gateway import MAX_MESSAGE_BYTES, serve
 from actors.runtime import RuntimeOptions, SessionRuntime
+from actors.turn import builtin_runner
 from protos.supervisor.v1 import config_pb2, session_pb2, session_pb2_grpc
 
 WAIT_S = 10.0

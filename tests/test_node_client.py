@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from actors._tasks import builtin_runner
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
+from actors.turn import builtin_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"

@@ -12,8 +12,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors._hooks_discovery import discover
-from actors._hooks_model import HookRegistry
+from actors.hooks import HookRegistry, discover
 from protos.supervisor.v1 import hooks_pb2
 
 BASH = ["/bin/bash", "-c"]

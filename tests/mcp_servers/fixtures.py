@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from actors._mcp_config import McpServerConfig, parse_mcp_server
+from actors.mcp import McpServerConfig, parse_mcp_server
 
 HERE = Path(__file__).resolve().parent
 TOOLBOX = str(HERE / "toolbox.py")

@@ -1,0 +1,73 @@
+"""The kernel: the shared trio host, OTP-style supervision, parked actors, the event log, tracing and process
+groups. It knows no session and imports no other wing.
+"""
+
+from __future__ import annotations
+
+from actors.core._eventlog import HISTORY_KINDS, READ_BATCH, RUNNING, STOPPED, EventLog, SessionClosed, SessionRecord
+from actors.core._hooks_process import HookSpawnError, ProcessOutcome, run_command
+from actors.core._parking import WORKER_THREAD_PREFIX, get_pool
+from actors.core._process import GroupProcess, exit_status, supervise
+from actors.core._supervision import (
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisedActor,
+    Supervisor,
+    actor_of,
+    exc_text,
+    put_with_reply,
+    start_actor,
+)
+from actors.core._tracing import TRACER_NAME, carrier, current_traceparent, extract_context, span, trace_id_of
+from actors.core._trio_host import (
+    HOST_THREAD_NAME,
+    TaskCancelled,
+    TaskScope,
+    TrioHost,
+    collapse_cancelled,
+    get_host,
+    leaf_exceptions,
+    single_error,
+)
+
+__all__ = [
+    "HISTORY_KINDS",
+    "HOST_THREAD_NAME",
+    "READ_BATCH",
+    "RUNNING",
+    "STOPPED",
+    "TRACER_NAME",
+    "WORKER_THREAD_PREFIX",
+    "ChildSpec",
+    "EventLog",
+    "GroupProcess",
+    "HookSpawnError",
+    "ProcessOutcome",
+    "Restart",
+    "SessionClosed",
+    "SessionRecord",
+    "Strategy",
+    "SupervisedActor",
+    "Supervisor",
+    "TaskCancelled",
+    "TaskScope",
+    "TrioHost",
+    "actor_of",
+    "carrier",
+    "collapse_cancelled",
+    "current_traceparent",
+    "exc_text",
+    "exit_status",
+    "extract_context",
+    "get_host",
+    "get_pool",
+    "leaf_exceptions",
+    "put_with_reply",
+    "run_command",
+    "single_error",
+    "span",
+    "start_actor",
+    "supervise",
+    "trace_id_of",
+]

@@ -1,0 +1,209 @@
+"""A child process in its own process group, supervised on trio; shared by snapshot capture and exec.
+
+Contract:
+- ``GroupProcess.start`` spawns ``argv`` with ``start_new_session=True`` (the child's pid is its process group
+  id and session id), stdin from /dev/null, no TTY, stdout and stderr on two pipes.
+- ``wait_exit`` waits for the group leader to exit WITHOUT reaping it (a pidfd), so the group id cannot be
+  recycled while we may still signal the group: every ``signal_group`` happens before the reap.
+- ``supervise`` runs the output pumps, enforces the timeout (SIGTERM to the group, SIGKILL after a grace),
+  lets the pumps drain briefly after the leader exits, then SIGKILLs whatever is left of the group (a
+  background grandchild included) and reaps the leader. It does this in a ``finally`` under a shielded,
+  bounded cancel scope, so cancelling the calling task (an interrupt, a session stop) kills the group too.
+- Exit statuses are reported shell-style: ``128 + signal`` for a process killed by a signal.
+
+Not covered: a process that calls ``setsid()`` itself leaves the group and escapes the kill; orphans of the
+group are reparented to PID 1 (or a subreaper), which must reap them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import trio
+
+from actors.core._trio_host import collapse_cancelled
+
+__all__ = ["GroupProcess", "exit_status", "supervise"]
+
+logger = logging.getLogger(__name__)
+
+#: After the leader exits, how long the pumps may take to reach EOF before the rest of the group is killed.
+DRAIN_GRACE_S = 0.2
+#: After the group is SIGKILLed, how long the pumps may still take to reach EOF (pipes held by an escaped
+#: process never close, so this is bounded).
+PIPE_CLOSE_WAIT_S = 1.0
+#: Bound on reaping a SIGKILLed leader (it can only be slow in uninterruptible I/O).
+REAP_TIMEOUT_S = 5.0
+#: Shell convention: a process killed by signal N exits with status 128 + N.
+SIGNAL_EXIT_BASE = 128
+
+Pump = Callable[[], Awaitable[None]]
+
+
+def exit_status(returncode: int) -> int:
+    """A ``Popen.returncode`` as a shell exit status (``128 + signal`` for a signal death)."""
+    return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
+
+
+class GroupProcess:
+    """One spawned child that leads its own process group; see the module docstring."""
+
+    def __init__(self, proc: trio.Process, pidfd: int) -> None:
+        self._proc = proc
+        self._pidfd: int | None = pidfd
+        self._exited = False
+        self._closed = False
+        #: The leader's raw ``returncode`` once reaped (negative: killed by that signal).
+        self.returncode: int | None = None
+
+    @classmethod
+    async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str]) -> GroupProcess:
+        """Spawn ``argv`` as the leader of a new session and process group; raises ``OSError`` on failure."""
+        proc = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd=str(cwd),
+            env=dict(env),
+            close_fds=True,
+        )
+        # No checkpoint between the spawn and the object that owns the cleanup.
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+                await proc.wait()
+            raise
+        return cls(proc, pidfd)
+
+    @property
+    def pid(self) -> int:
+        """The leader's pid, which is also the process group id."""
+        return self._proc.pid
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream:
+        """The read end of the child's stdout pipe."""
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream:
+        """The read end of the child's stderr pipe."""
+        assert self._proc.stderr is not None
+        return self._proc.stderr
+
+    def has_exited(self) -> bool:
+        """True once the leader has exited (it may not be reaped yet); never blocks."""
+        if not self._exited and self._pidfd is not None:
+            readable, _, _ = select.select([self._pidfd], [], [], 0)
+            self._exited = bool(readable)
+        return self._exited
+
+    async def wait_exit(self) -> None:
+        """Wait until the leader exits, leaving it unreaped so the group id stays reserved."""
+        if self._pidfd is not None and not self._exited:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            self._exited = True
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to every process of the group; a group already gone is fine."""
+        if self.returncode is not None:
+            return  # reaped: the group id may belong to someone else now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def terminate(self, grace_s: float) -> None:
+        """SIGTERM the group, wait up to ``grace_s`` for the leader, then SIGKILL the group."""
+        self.signal_group(signal.SIGTERM)
+        with trio.move_on_after(grace_s):
+            await self.wait_exit()
+        self.signal_group(signal.SIGKILL)
+
+    async def aclose(self, grace_s: float) -> int:
+        """Kill what is left of the group, close the pipes and reap the leader; returns its returncode."""
+        if self._closed:
+            assert self.returncode is not None
+            return self.returncode
+        with trio.CancelScope(shield=True):
+            if not self.has_exited():
+                await self.terminate(grace_s)
+            self.signal_group(signal.SIGKILL)
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream is not None:
+                    await stream.aclose()
+            with trio.move_on_after(REAP_TIMEOUT_S) as reap_scope:
+                self.returncode = await self._proc.wait()
+            if reap_scope.cancelled_caught:
+                logger.error("process %d did not die after SIGKILL; leaving it unreaped", self.pid)
+                self.returncode = -signal.SIGKILL
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+            self._closed = True
+        assert self.returncode is not None
+        return self.returncode
+
+
+async def supervise(
+    proc: GroupProcess,
+    pumps: Sequence[Pump],
+    *,
+    timeout_s: float | None,
+    kill_grace_s: float,
+    drain_grace_s: float = DRAIN_GRACE_S,
+) -> bool:
+    """Run ``pumps`` (stream readers) until the process ends; returns True when it was killed at its timeout.
+
+    Whatever happens (normal exit, timeout, cancellation of the caller), on return or on the way out the whole
+    group has been killed and the leader reaped (``proc.returncode`` is set).
+    """
+    timed_out = False
+    try:
+        pumps_done = trio.Event()
+        remaining = len(pumps)
+
+        async def run_pump(pump: Pump) -> None:
+            nonlocal remaining
+            try:
+                await pump()
+            finally:
+                remaining -= 1
+                if remaining == 0:
+                    pumps_done.set()
+
+        if not pumps:
+            pumps_done.set()
+        with collapse_cancelled():
+            async with trio.open_nursery() as nursery:
+                for pump in pumps:
+                    nursery.start_soon(run_pump, pump)
+                deadline = trio.current_time() + timeout_s if timeout_s is not None else float("inf")
+                with trio.move_on_at(deadline) as timeout_scope:
+                    await proc.wait_exit()
+                if timeout_scope.cancelled_caught:
+                    timed_out = True
+                    await proc.terminate(kill_grace_s)
+                with trio.move_on_after(drain_grace_s):
+                    await pumps_done.wait()
+                proc.signal_group(signal.SIGKILL)  # background leftovers of the group
+                with trio.move_on_after(PIPE_CLOSE_WAIT_S):
+                    await pumps_done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        await proc.aclose(kill_grace_s)
+    return timed_out

@@ -1,0 +1,21 @@
+"""The shell wing: the login-shell snapshot actor, and the commands that run through the snapshot.
+"""
+
+from __future__ import annotations
+
+from actors.shell._actor import ShellSnapshotActor, shell_snapshot_child_spec
+from actors.shell._capture import ShellSnapshotter, Snapshot
+from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, ExecResult
+from actors.shell._session import InheritedShell, SessionShell
+
+__all__ = [
+    "DEFAULT_EXEC_TIMEOUT_S",
+    "CommandRunner",
+    "ExecResult",
+    "InheritedShell",
+    "SessionShell",
+    "ShellSnapshotActor",
+    "ShellSnapshotter",
+    "Snapshot",
+    "shell_snapshot_child_spec",
+]

@@ -1,0 +1,202 @@
+"""The tools a session offers its model: shell, MCP tools, agent tools and the client's dynamic tools.
+
+Contract:
+- Each handler is ``async (call: ToolCall, ctx: TaskContext) -> ToolOutput`` and reads its service from
+  ``ctx.services``; argument errors raise ``ToolError`` (the router turns them into error outputs).
+- ``shell`` runs ``{"command": str, "timeout_ms"?: int, "workdir"?: str}`` through the session's
+  ``SessionShell`` (its snapshot and proxy environment), with the model's ``call_id`` so ``ExecBegin`` /
+  ``ExecEnd`` pair with the tool call. A relative ``workdir`` resolves against the shell's cwd. The output
+  is the exit code, the wall time and the command's combined output; a non-zero exit or a timeout is an
+  error output.
+- MCP tools keep the manager's qualified names; arguments pass through unchanged; the result's text (or its
+  structured content when there is no text) is the output, ``is_error`` as the server reported it.
+- Agent tools are the ``specs()`` of ``services["agents"]``; each name calls the method of that name with
+  ``(arguments, ctx)`` and the returned dict is the output, as JSON.
+- Dynamic tools are listed from the configuration; a call is answered by ``services["dynamic_tools"][name]``
+  (``async (arguments, ctx) -> str | dict``) when present, else with an error: the client answers them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from actors.mcp import DELIMITER, TOOL_NAME_PREFIX
+from actors.providers import ToolCall, ToolSpec
+from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolError, ToolHandler, ToolOutput, ToolRouter
+
+if TYPE_CHECKING:
+    from actors.mcp import McpRouter
+    from actors.turn._task import TaskContext
+    from protos.supervisor.v1 import config_pb2
+
+__all__ = [
+    "DYNAMIC_TOOL_UNANSWERED",
+    "MAX_SHELL_TIMEOUT_MS",
+    "SHELL_SPEC",
+    "agent_tools",
+    "call_mcp",
+    "dynamic_tools",
+    "mcp_specs",
+    "router_for",
+    "run_shell",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Longest a model may ask one shell command to run (a runaway timeout must not pin the turn for hours).
+MAX_SHELL_TIMEOUT_MS = 10 * 60 * 1000
+MS_PER_S = 1000.0
+#: Answer for a dynamic tool this session has no handler for.
+DYNAMIC_TOOL_UNANSWERED = "dynamic tools are answered by the client"
+#: Schema used when a tool declares none (or an unparsable one): an object with any properties.
+ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+SHELL_SPEC = ToolSpec(
+    name="shell",
+    description=(
+        "Run a shell command in the session's shell (the user's environment, aliases and functions) and "
+        "return its exit code and combined stdout/stderr."
+    ),
+    parameters_json_schema={
+        "type": "object",
+        "properties": {
+            "command": {"type": "string", "description": "The command line to run."},
+            "timeout_ms": {"type": "integer", "description": "Time limit in milliseconds.", "minimum": 1},
+            "workdir": {"type": "string", "description": "Working directory (default: the session's)."},
+        },
+        "required": ["command"],
+        "additionalProperties": False,
+    },
+)
+
+
+# --- shell -------------------------------------------------------------------------------------------
+async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+    """Run the ``shell`` tool through ``ctx.services["shell"]``."""
+    shell = ctx.services["shell"]
+    args = call.arguments
+    command = args.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ToolError("`command` must be a non-empty string")
+    unknown = sorted(set(args) - {"command", "timeout_ms", "workdir"})
+    if unknown:
+        raise ToolError(f"unknown argument(s) {unknown}; expected command, timeout_ms, workdir")
+    timeout_ms = args.get("timeout_ms")
+    if timeout_ms is not None and (isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0):
+        raise ToolError("`timeout_ms` must be a positive integer")
+    workdir = args.get("workdir")
+    if workdir is not None and not isinstance(workdir, str):
+        raise ToolError("`workdir` must be a string")
+    cwd = Path(shell.cwd) / workdir if workdir else None
+    timeout_s = min(timeout_ms, MAX_SHELL_TIMEOUT_MS) / MS_PER_S if timeout_ms is not None else None
+    result = await shell.exec(command, cwd, timeout_s=timeout_s, call_id=call.call_id)
+    lines = [f"Exit code: {result.exit_code}", f"Wall time: {result.duration_ms / MS_PER_S:.1f} seconds"]
+    if result.timed_out:
+        lines.append(f"command timed out after {(timeout_s or shell.default_timeout_s) * MS_PER_S:.0f} ms")
+    if result.truncated:
+        lines.append(f"Total output bytes: {result.total_bytes}")
+    lines.append("Output:")
+    text = "\n".join(lines) + "\n" + result.output
+    return ToolOutput(text, is_error=result.exit_code != 0 or result.timed_out)
+
+
+# --- MCP ---------------------------------------------------------------------------------------------
+def mcp_specs(manager: McpRouter) -> list[ToolSpec]:
+    """Every tool the manager offers, under its qualified name."""
+    return [
+        ToolSpec(tool.name, tool.description, _schema(tool.input_schema_json, tool.name))
+        for tool in manager.list_tools()
+    ]
+
+
+async def call_mcp(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+    """Call an MCP tool by its qualified name through ``ctx.services["mcp"]``."""
+    manager: McpRouter = ctx.services["mcp"]
+    result = await manager.call_tool(call.name, dict(call.arguments), traceparent=ctx.traceparent)
+    text = result.text or result.structured_content_json
+    return ToolOutput(text, is_error=result.is_error)
+
+
+# --- agents ------------------------------------------------------------------------------------------
+AgentMethod = Callable[[dict[str, Any], "TaskContext"], Awaitable[Mapping[str, Any]]]
+
+
+def agent_tools(agents: Any) -> Iterator[tuple[ToolSpec, ToolHandler]]:
+    """(spec, handler) for each agent tool ``agents.specs()`` lists that has a method of its name."""
+    for spec in agents.specs():
+        method = getattr(agents, spec.name, None) if not spec.name.startswith("_") else None
+        if spec.name == "specs" or not callable(method):
+            logger.warning("agent tool %r has no method of that name; not offered", spec.name)
+            continue
+        yield spec, _agent_handler(method)
+
+
+def _agent_handler(method: AgentMethod) -> ToolHandler:
+    async def handle(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+        answer = await method(dict(call.arguments), ctx)
+        return ToolOutput(json.dumps(answer, default=str, ensure_ascii=False))
+
+    return handle
+
+
+# --- dynamic tools -----------------------------------------------------------------------------------
+DynamicHandler = Callable[[dict[str, Any], "TaskContext"], Awaitable[str | Mapping[str, Any]]]
+
+
+def dynamic_tools(
+    configuration: config_pb2.SessionConfiguration, handlers: Mapping[str, DynamicHandler] | None
+) -> Iterator[tuple[ToolSpec, ToolHandler]]:
+    """(spec, handler) for each dynamic tool of the configuration."""
+    for tool in configuration.dynamic_tools:
+        spec = ToolSpec(tool.name, tool.description, _schema(tool.input_schema_json, tool.name))
+        handler = (handlers or {}).get(tool.name)
+        yield spec, (_dynamic_handler(handler) if handler is not None else _unanswered)
+
+
+def _dynamic_handler(handler: DynamicHandler) -> ToolHandler:
+    async def handle(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+        answer = await handler(dict(call.arguments), ctx)
+        text = answer if isinstance(answer, str) else json.dumps(answer, default=str, ensure_ascii=False)
+        return ToolOutput(text)
+
+    return handle
+
+
+async def _unanswered(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+    raise ToolError(f"{DYNAMIC_TOOL_UNANSWERED}, and this session has no handler for it")
+
+
+def _schema(text: str, name: str) -> dict[str, Any]:
+    if not text:
+        return dict(ANY_OBJECT_SCHEMA)
+    try:
+        schema = json.loads(text)
+    except ValueError:
+        logger.warning("tool %r has an input schema that is not JSON; offering it without one", name)
+        return dict(ANY_OBJECT_SCHEMA)
+    return schema if isinstance(schema, dict) else dict(ANY_OBJECT_SCHEMA)
+
+
+def router_for(ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUTPUT_BYTES) -> ToolRouter:
+    """The router for ``ctx``'s services and configuration (see ``_router``'s module docstring)."""
+    router = ToolRouter(max_output_bytes=max_output_bytes)
+    services: Mapping[str, Any] = ctx.services
+    if services.get("shell") is not None:
+        router.register(SHELL_SPEC, run_shell)
+    manager = services.get("mcp")
+    if manager is not None:
+        for spec in mcp_specs(manager):
+            router.register(spec, call_mcp)
+        # an MCP tool not listed at turn start (an on_first_use server) is still routed: the manager starts it
+        router.set_fallback(TOOL_NAME_PREFIX + DELIMITER, call_mcp)
+    agents = services.get("agents")
+    if agents is not None:
+        for spec, handler in agent_tools(agents):
+            router.register(spec, handler)
+    for spec, handler in dynamic_tools(ctx.configuration, services.get("dynamic_tools")):
+        router.register(spec, handler)
+    return router

@@ -1,0 +1,147 @@
+"""The tool router of one turn: which tools the model is offered, and where each call goes.
+
+Contract:
+- ``router_for(ctx)`` (in ``_builtin``) builds the tool set from the task's services, in this order (the first
+  registration of a name wins, later duplicates are dropped with a log line): ``shell`` when
+  ``services["shell"]`` is a ``SessionShell``; every tool of ``services["mcp"]`` (the ``McpTools`` of the
+  per-server actors, or an ``McpConnectionManager``) under its qualified name ``mcp__SERVER__TOOL``; the
+  agent tools of
+  ``services["agents"].specs()``; the client's ``configuration.dynamic_tools``.
+- ``ToolRouter.dispatch(call, ctx)`` never raises for a tool's sake: an unknown tool, bad arguments or a
+  tool that raises all become a ``ToolOutput`` with ``is_error=True`` whose text the model reads. Only
+  cancellation (``trio.Cancelled``, an interrupt) propagates, never swallowed.
+- Every output is bounded to ``max_output_bytes`` of UTF-8 (head and tail kept around a marker that says how
+  much was cut), so one chatty tool cannot flood the model's context.
+- Handlers live in ``_builtin``; this module imports neither them nor any wing (no ``mcp``, no ``openai``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from actors.providers import ToolCall, ToolSpec
+
+if TYPE_CHECKING:
+    from actors.turn._task import TaskContext
+
+__all__ = [
+    "DEFAULT_MAX_TOOL_OUTPUT_BYTES",
+    "ToolError",
+    "ToolHandler",
+    "ToolOutput",
+    "ToolRouter",
+    "bound_output",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Most bytes of one tool's output fed back to the model (Codex keeps a similar head + tail window).
+DEFAULT_MAX_TOOL_OUTPUT_BYTES = 64 * 1024
+#: Most tool names listed in an "unknown tool" answer (the model needs a hint, not the whole catalogue).
+MAX_NAMES_IN_UNKNOWN_TOOL_ERROR = 50
+
+
+class ToolError(Exception):
+    """Raised by a tool handler when the call cannot be served (bad arguments, no handler); the text is the
+    error the model sees."""
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What the model sees for one tool call: text, and whether the call failed."""
+
+    text: str
+    is_error: bool = False
+
+
+ToolHandler = Callable[[ToolCall, "TaskContext"], Awaitable[ToolOutput]]
+
+
+class ToolRouter:
+    """The tools of one turn: their specs for the model, and a handler per name."""
+
+    def __init__(self, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUTPUT_BYTES) -> None:
+        self.max_output_bytes = max_output_bytes
+        self._specs: dict[str, ToolSpec] = {}
+        self._handlers: dict[str, ToolHandler] = {}
+        self._fallbacks: list[tuple[str, ToolHandler]] = []
+
+    def register(self, spec: ToolSpec, handler: ToolHandler) -> bool:
+        """Offer ``spec`` to the model and route its calls to ``handler``; False if the name was taken."""
+        if spec.name in self._specs:
+            logger.warning("tool %r is offered twice; keeping the first one", spec.name)
+            return False
+        self._specs[spec.name] = spec
+        self._handlers[spec.name] = handler
+        return True
+
+    def set_fallback(self, prefix: str, handler: ToolHandler) -> None:
+        """Route calls to unlisted tools whose name starts with ``prefix`` to ``handler`` (e.g. an MCP tool of a
+        server started on first use, not listed at turn start)."""
+        self._fallbacks.append((prefix, handler))
+
+    def specs(self) -> list[ToolSpec]:
+        """Every tool offered to the model, in registration order."""
+        return list(self._specs.values())
+
+    def names(self) -> list[str]:
+        """The names of the offered tools, in registration order."""
+        return list(self._specs)
+
+    async def dispatch(self, call: ToolCall, ctx: TaskContext) -> ToolOutput:
+        """Run one tool call; failures become error outputs, cancellation propagates."""
+        handler = self._handlers.get(call.name)
+        if handler is None:
+            handler = self._fallback(call.name)
+        if handler is None:
+            return self._bounded(ToolOutput(self._unknown_tool_text(call.name), is_error=True))
+        try:
+            output = await handler(call, ctx)
+        except ToolError as exc:
+            output = ToolOutput(f"{call.name}: {exc}", is_error=True)
+        except Exception as exc:  # a failing tool is an answer for the model, not the end of the turn
+            logger.info("tool %s (%s) failed: %r", call.name, call.call_id, exc)
+            output = ToolOutput(f"tool {call.name} failed: {type(exc).__name__}: {exc}", is_error=True)
+        return self._bounded(output)
+
+    def _fallback(self, name: str) -> ToolHandler | None:
+        for prefix, handler in self._fallbacks:
+            if name.startswith(prefix):
+                return handler
+        return None
+
+    def _unknown_tool_text(self, name: str) -> str:
+        names = self.names()
+        shown = ", ".join(names[:MAX_NAMES_IN_UNKNOWN_TOOL_ERROR]) or "(none)"
+        hidden = len(names) - MAX_NAMES_IN_UNKNOWN_TOOL_ERROR
+        more = f" and {hidden} more" if hidden > 0 else ""
+        return f"unknown tool {name!r}; available tools: {shown}{more}"
+
+    def _bounded(self, output: ToolOutput) -> ToolOutput:
+        text = bound_output(output.text, self.max_output_bytes)
+        return output if text is output.text else ToolOutput(text, output.is_error)
+
+
+def bound_output(text: str, max_bytes: int) -> str:
+    """``text`` if its UTF-8 fits ``max_bytes``, else its head and tail around a marker naming the cut.
+
+    A limit smaller than the marker itself keeps only the marker.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text
+    marker_budget = len(_marker(len(data)).encode())
+    keep = max(0, max_bytes - marker_budget)
+    head_len = keep // 2
+    tail_len = keep - head_len
+    head = data[:head_len].decode("utf-8", "ignore")
+    tail = data[len(data) - tail_len :].decode("utf-8", "ignore") if tail_len else ""
+    omitted = len(data) - len(head.encode("utf-8", "surrogatepass")) - len(tail.encode("utf-8", "surrogatepass"))
+    return f"{head}{_marker(omitted)}{tail}"
+
+
+def _marker(omitted: int) -> str:
+    return f"\n[... {omitted} bytes of tool output omitted ...]\n"
