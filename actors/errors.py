@@ -41,3 +41,11 @@ class SupervisorEscalation(SupervisorError):
 
 class StashFull(SupervisorError):
     """A restarting child already has as many held messages as its stash allows (RESOURCE_EXHAUSTED)."""
+
+
+class SandboxUnavailable(SupervisorError):
+    """The OS sandbox a session's permission profile needs cannot be set up on this machine (FAILED_PRECONDITION)."""
+
+
+class SandboxError(SupervisorError):
+    """A command cannot be sandboxed as its permission profile asks (a writable root is not a directory)."""

@@ -190,18 +190,22 @@ class _SpecialPathEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpecialPa
     DESCRIPTOR: _descriptor.EnumDescriptor
     SPECIAL_PATH_UNSPECIFIED: _SpecialPath.ValueType  # 0
     SPECIAL_PATH_TMPDIR: _SpecialPath.ValueType  # 1
-    """The system temporary directory."""
+    """The command's `$TMPDIR` (nothing when it is not set)."""
     SPECIAL_PATH_ROOT: _SpecialPath.ValueType  # 2
     """The whole file system."""
+    SPECIAL_PATH_SLASH_TMP: _SpecialPath.ValueType  # 3
+    """`/tmp` (the system temporary directory; SPECIAL_PATH_TMPDIR is the command's `$TMPDIR`)."""
 
 class SpecialPath(_SpecialPath, metaclass=_SpecialPathEnumTypeWrapper):
     """Paths whose meaning depends on the session, not on a fixed string."""
 
 SPECIAL_PATH_UNSPECIFIED: SpecialPath.ValueType  # 0
 SPECIAL_PATH_TMPDIR: SpecialPath.ValueType  # 1
-"""The system temporary directory."""
+"""The command's `$TMPDIR` (nothing when it is not set)."""
 SPECIAL_PATH_ROOT: SpecialPath.ValueType  # 2
 """The whole file system."""
+SPECIAL_PATH_SLASH_TMP: SpecialPath.ValueType  # 3
+"""`/tmp` (the system temporary directory; SPECIAL_PATH_TMPDIR is the command's `$TMPDIR`)."""
 Global___SpecialPath: _TypeAlias = SpecialPath  # noqa: Y015
 
 class _NetworkMode:
@@ -708,6 +712,11 @@ class Constraints(_message.Message):
 
     ALLOWED_APPROVAL_POLICIES_FIELD_NUMBER: _builtins.int
     ALLOWED_PERMISSION_PROFILES_FIELD_NUMBER: _builtins.int
+    ALLOW_UNSANDBOXED_FALLBACK_FIELD_NUMBER: _builtins.int
+    allow_unsandboxed_fallback: _builtins.bool
+    """When the OS sandbox cannot be set up on this machine, run commands without it (with a warning) instead of
+    refusing to start the session.
+    """
     @_builtins.property
     def allowed_approval_policies(self) -> _containers.RepeatedScalarFieldContainer[Global___ApprovalPolicy.ValueType]:
         """Approval policies a session may use; empty = any."""
@@ -721,10 +730,11 @@ class Constraints(_message.Message):
         *,
         allowed_approval_policies: _abc.Iterable[Global___ApprovalPolicy.ValueType] | None = ...,
         allowed_permission_profiles: _abc.Iterable[_builtins.str] | None = ...,
+        allow_unsandboxed_fallback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_approval_policies", b"allowed_approval_policies", "allowed_permission_profiles", b"allowed_permission_profiles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_unsandboxed_fallback", b"allow_unsandboxed_fallback", "allowed_approval_policies", b"allowed_approval_policies", "allowed_permission_profiles", b"allowed_permission_profiles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
