@@ -103,26 +103,26 @@ class ProxyNamespace:
     @classmethod
     def create(cls, host: str, port: int) -> ProxyNamespace:
         """Set up the namespace (blocking, a few milliseconds); raises ``SandboxUnavailable`` when it cannot."""
-        box: dict[str, object] = {}
+        box: dict[str, BaseException] = {}
+        made: list[tuple[int, socket.socket]] = []
 
         def work() -> None:
             try:
-                box["result"] = _setup(host, port)
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                made.append(_setup(host, port))
+            except BaseException as exc:  # handed back to the caller's thread
                 box["error"] = exc
 
         thread = threading.Thread(target=work, name="sandbox-netns", daemon=True)
         thread.start()
         thread.join(SETUP_TIMEOUT_S)
-        if thread.is_alive() or "result" not in box:
+        if thread.is_alive() or not made:
             error = box.get("error")
             hint = " (needs CAP_SYS_ADMIN: run the supervisor as root)" if getattr(error, "errno", None) in (
                 errno.EPERM, errno.EACCES) else ""
-            cause = error if isinstance(error, BaseException) else None
             raise SandboxUnavailable(
                 f"network mode limited: cannot create the proxy network namespace: {error or 'timed out'}{hint}"
-            ) from cause
-        ns_fd, listener = box["result"]  # type: ignore[misc]
+            ) from error
+        ns_fd, listener = made[0]
         return cls(ns_fd, listener, host, port)
 
     @property
