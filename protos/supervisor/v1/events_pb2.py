@@ -25,6 +25,7 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from protos.supervisor.v1 import agents_pb2 as protos_dot_supervisor_dot_v1_dot_agents__pb2
+from protos.supervisor.v1 import approvals_pb2 as protos_dot_supervisor_dot_v1_dot_approvals__pb2
 from protos.supervisor.v1 import config_pb2 as protos_dot_supervisor_dot_v1_dot_config__pb2
 from protos.supervisor.v1 import hooks_pb2 as protos_dot_supervisor_dot_v1_dot_hooks__pb2
 from protos.supervisor.v1 import mcp_pb2 as protos_dot_supervisor_dot_v1_dot_mcp__pb2
@@ -33,45 +34,45 @@ from protos.supervisor.v1 import shell_pb2 as protos_dot_supervisor_dot_v1_dot_s
 from protos.supervisor.v1 import turn_pb2 as protos_dot_supervisor_dot_v1_dot_turn__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/supervisor/v1/events.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a!protos/supervisor/v1/config.proto\x1a protos/supervisor/v1/hooks.proto\x1a\x1eprotos/supervisor/v1/mcp.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\x1a\x1fprotos/supervisor/v1/turn.proto\"\xf3\x11\n\x05\x45vent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nagent_path\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12>\n\x12session_configured\x18\n \x01(\x0b\x32 .supervisor.v1.SessionConfiguredH\x00\x12)\n\x07warning\x18\x0b \x01(\x0b\x32\x16.supervisor.v1.WarningH\x00\x12>\n\x12\x64\x65precation_notice\x18\x0c \x01(\x0b\x32 .supervisor.v1.DeprecationNoticeH\x00\x12\x34\n\rchild_started\x18\r \x01(\x0b\x32\x1b.supervisor.v1.ChildStartedH\x00\x12\x38\n\x0f\x63hild_restarted\x18\x0e \x01(\x0b\x32\x1d.supervisor.v1.ChildRestartedH\x00\x12\x34\n\rchild_stopped\x18\x0f \x01(\x0b\x32\x1b.supervisor.v1.ChildStoppedH\x00\x12\x32\n\x0cturn_started\x18\x10 \x01(\x0b\x32\x1a.supervisor.v1.TurnStartedH\x00\x12\x36\n\x0eturn_completed\x18\x11 \x01(\x0b\x32\x1c.supervisor.v1.TurnCompletedH\x00\x12\x32\n\x0cturn_aborted\x18\x12 \x01(\x0b\x32\x1a.supervisor.v1.TurnAbortedH\x00\x12\x34\n\ragent_message\x18\x13 \x01(\x0b\x32\x1b.supervisor.v1.AgentMessageH\x00\x12,\n\x05\x65rror\x18\x14 \x01(\x0b\x32\x1b.supervisor.v1.SessionErrorH\x00\x12:\n\x10settings_updated\x18\x15 \x01(\x0b\x32\x1e.supervisor.v1.SettingsUpdatedH\x00\x12\x38\n\x0fsession_stopped\x18\x16 \x01(\x0b\x32\x1d.supervisor.v1.SessionStoppedH\x00\x12\x30\n\x0btask_queued\x18\x17 \x01(\x0b\x32\x19.supervisor.v1.TaskQueuedH\x00\x12\x34\n\tcompacted\x18\x18 \x01(\x0b\x32\x1f.supervisor.v1.ContextCompactedH\x00\x12G\n\x17network_proxy_listening\x18\x64 \x01(\x0b\x32$.supervisor.v1.NetworkProxyListeningH\x00\x12G\n\x17network_request_blocked\x18\x65 \x01(\x0b\x32$.supervisor.v1.NetworkRequestBlockedH\x00\x12M\n\x1anetwork_approval_requested\x18\x66 \x01(\x0b\x32\'.supervisor.v1.NetworkApprovalRequestedH\x00\x12I\n\x18network_connection_audit\x18g \x01(\x0b\x32%.supervisor.v1.NetworkConnectionAuditH\x00\x12\x41\n\x14shell_snapshot_ready\x18x \x01(\x0b\x32!.supervisor.v1.ShellSnapshotReadyH\x00\x12\x43\n\x15shell_snapshot_failed\x18y \x01(\x0b\x32\".supervisor.v1.ShellSnapshotFailedH\x00\x12.\n\nexec_begin\x18z \x01(\x0b\x32\x18.supervisor.v1.ExecBeginH\x00\x12;\n\x11\x65xec_output_delta\x18{ \x01(\x0b\x32\x1e.supervisor.v1.ExecOutputDeltaH\x00\x12*\n\x08\x65xec_end\x18| \x01(\x0b\x32\x16.supervisor.v1.ExecEndH\x00\x12>\n\x12mcp_startup_update\x18\x8c\x01 \x01(\x0b\x32\x1f.supervisor.v1.McpStartupUpdateH\x00\x12\x42\n\x14mcp_startup_complete\x18\x8d\x01 \x01(\x0b\x32!.supervisor.v1.McpStartupCompleteH\x00\x12<\n\x11mcp_tools_changed\x18\x8e\x01 \x01(\x0b\x32\x1e.supervisor.v1.McpToolsChangedH\x00\x12L\n\x19mcp_elicitation_requested\x18\x8f\x01 \x01(\x0b\x32&.supervisor.v1.McpElicitationRequestedH\x00\x12\x42\n\x14mcp_server_restarted\x18\x90\x01 \x01(\x0b\x32!.supervisor.v1.McpServerRestartedH\x00\x12\x33\n\x0chook_started\x18\xa0\x01 \x01(\x0b\x32\x1a.supervisor.v1.HookStartedH\x00\x12\x37\n\x0ehook_completed\x18\xa1\x01 \x01(\x0b\x32\x1c.supervisor.v1.HookCompletedH\x00\x12\x35\n\ragent_spawned\x18\xb4\x01 \x01(\x0b\x32\x1b.supervisor.v1.AgentSpawnedH\x00\x12\x42\n\x14\x61gent_status_changed\x18\xb5\x01 \x01(\x0b\x32!.supervisor.v1.AgentStatusChangedH\x00\x12\x38\n\x0ftool_call_begin\x18\xc8\x01 \x01(\x0b\x32\x1c.supervisor.v1.ToolCallBeginH\x00\x12\x34\n\rtool_call_end\x18\xc9\x01 \x01(\x0b\x32\x1a.supervisor.v1.ToolCallEndH\x00\x12\x31\n\x0btoken_count\x18\xca\x01 \x01(\x0b\x32\x19.supervisor.v1.TokenCountH\x00\x42\x05\n\x03msg\"\xc1\x01\n\x11SessionConfigured\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x03 \x01(\t\x12\x19\n\x11window_generation\x18\x04 \x01(\x04\x12\x12\n\nstart_kind\x18\x05 \x01(\t\x12\x15\n\rhistory_items\x18\x06 \x01(\x04\"\x1a\n\x07Warning\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x11\x44\x65precationNotice\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"C\n\x0c\x43hildStarted\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\"W\n\x0e\x43hildRestarted\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nbackoff_ms\x18\x04 \x01(\r\"C\n\x0c\x43hildStopped\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tabandoned\x18\x03 \x01(\x08\"\x1c\n\x0bTurnStarted\x12\r\n\x05input\x18\x01 \x01(\t\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\"j\n\rTurnCompleted\x12\x1a\n\x12last_agent_message\x18\x01 \x01(\t\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.supervisor.v1.TokenUsage\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\"\x1d\n\x0bTurnAborted\x12\x0e\n\x06reason\x18\x01 \x01(\t\"+\n\x0c\x41gentMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x08\"-\n\x0cSessionError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"M\n\x0fSettingsUpdated\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\" \n\x0eSessionStopped\x12\x0e\n\x06reason\x18\x01 \x01(\t\"-\n\nTaskQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\r\n\x05input\x18\x02 \x01(\t\"-\n\x10\x43ontextCompacted\x12\x19\n\x11window_generation\x18\x01 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!protos/supervisor/v1/events.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a$protos/supervisor/v1/approvals.proto\x1a!protos/supervisor/v1/config.proto\x1a protos/supervisor/v1/hooks.proto\x1a\x1eprotos/supervisor/v1/mcp.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\x1a\x1fprotos/supervisor/v1/turn.proto\"\x85\x13\n\x05\x45vent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nagent_path\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12>\n\x12session_configured\x18\n \x01(\x0b\x32 .supervisor.v1.SessionConfiguredH\x00\x12)\n\x07warning\x18\x0b \x01(\x0b\x32\x16.supervisor.v1.WarningH\x00\x12>\n\x12\x64\x65precation_notice\x18\x0c \x01(\x0b\x32 .supervisor.v1.DeprecationNoticeH\x00\x12\x34\n\rchild_started\x18\r \x01(\x0b\x32\x1b.supervisor.v1.ChildStartedH\x00\x12\x38\n\x0f\x63hild_restarted\x18\x0e \x01(\x0b\x32\x1d.supervisor.v1.ChildRestartedH\x00\x12\x34\n\rchild_stopped\x18\x0f \x01(\x0b\x32\x1b.supervisor.v1.ChildStoppedH\x00\x12\x32\n\x0cturn_started\x18\x10 \x01(\x0b\x32\x1a.supervisor.v1.TurnStartedH\x00\x12\x36\n\x0eturn_completed\x18\x11 \x01(\x0b\x32\x1c.supervisor.v1.TurnCompletedH\x00\x12\x32\n\x0cturn_aborted\x18\x12 \x01(\x0b\x32\x1a.supervisor.v1.TurnAbortedH\x00\x12\x34\n\ragent_message\x18\x13 \x01(\x0b\x32\x1b.supervisor.v1.AgentMessageH\x00\x12,\n\x05\x65rror\x18\x14 \x01(\x0b\x32\x1b.supervisor.v1.SessionErrorH\x00\x12:\n\x10settings_updated\x18\x15 \x01(\x0b\x32\x1e.supervisor.v1.SettingsUpdatedH\x00\x12\x38\n\x0fsession_stopped\x18\x16 \x01(\x0b\x32\x1d.supervisor.v1.SessionStoppedH\x00\x12\x30\n\x0btask_queued\x18\x17 \x01(\x0b\x32\x19.supervisor.v1.TaskQueuedH\x00\x12\x34\n\tcompacted\x18\x18 \x01(\x0b\x32\x1f.supervisor.v1.ContextCompactedH\x00\x12G\n\x17network_proxy_listening\x18\x64 \x01(\x0b\x32$.supervisor.v1.NetworkProxyListeningH\x00\x12G\n\x17network_request_blocked\x18\x65 \x01(\x0b\x32$.supervisor.v1.NetworkRequestBlockedH\x00\x12M\n\x1anetwork_approval_requested\x18\x66 \x01(\x0b\x32\'.supervisor.v1.NetworkApprovalRequestedH\x00\x12I\n\x18network_connection_audit\x18g \x01(\x0b\x32%.supervisor.v1.NetworkConnectionAuditH\x00\x12\x41\n\x14shell_snapshot_ready\x18x \x01(\x0b\x32!.supervisor.v1.ShellSnapshotReadyH\x00\x12\x43\n\x15shell_snapshot_failed\x18y \x01(\x0b\x32\".supervisor.v1.ShellSnapshotFailedH\x00\x12.\n\nexec_begin\x18z \x01(\x0b\x32\x18.supervisor.v1.ExecBeginH\x00\x12;\n\x11\x65xec_output_delta\x18{ \x01(\x0b\x32\x1e.supervisor.v1.ExecOutputDeltaH\x00\x12*\n\x08\x65xec_end\x18| \x01(\x0b\x32\x16.supervisor.v1.ExecEndH\x00\x12>\n\x12mcp_startup_update\x18\x8c\x01 \x01(\x0b\x32\x1f.supervisor.v1.McpStartupUpdateH\x00\x12\x42\n\x14mcp_startup_complete\x18\x8d\x01 \x01(\x0b\x32!.supervisor.v1.McpStartupCompleteH\x00\x12<\n\x11mcp_tools_changed\x18\x8e\x01 \x01(\x0b\x32\x1e.supervisor.v1.McpToolsChangedH\x00\x12L\n\x19mcp_elicitation_requested\x18\x8f\x01 \x01(\x0b\x32&.supervisor.v1.McpElicitationRequestedH\x00\x12\x42\n\x14mcp_server_restarted\x18\x90\x01 \x01(\x0b\x32!.supervisor.v1.McpServerRestartedH\x00\x12\x33\n\x0chook_started\x18\xa0\x01 \x01(\x0b\x32\x1a.supervisor.v1.HookStartedH\x00\x12\x37\n\x0ehook_completed\x18\xa1\x01 \x01(\x0b\x32\x1c.supervisor.v1.HookCompletedH\x00\x12\x35\n\ragent_spawned\x18\xb4\x01 \x01(\x0b\x32\x1b.supervisor.v1.AgentSpawnedH\x00\x12\x42\n\x14\x61gent_status_changed\x18\xb5\x01 \x01(\x0b\x32!.supervisor.v1.AgentStatusChangedH\x00\x12\x38\n\x0ftool_call_begin\x18\xc8\x01 \x01(\x0b\x32\x1c.supervisor.v1.ToolCallBeginH\x00\x12\x34\n\rtool_call_end\x18\xc9\x01 \x01(\x0b\x32\x1a.supervisor.v1.ToolCallEndH\x00\x12\x31\n\x0btoken_count\x18\xca\x01 \x01(\x0b\x32\x19.supervisor.v1.TokenCountH\x00\x12H\n\x17\x65xec_approval_requested\x18\xdc\x01 \x01(\x0b\x32$.supervisor.v1.ExecApprovalRequestedH\x00\x12\x46\n\x16\x65xec_approval_resolved\x18\xdd\x01 \x01(\x0b\x32#.supervisor.v1.ExecApprovalResolvedH\x00\x42\x05\n\x03msg\"\xc1\x01\n\x11SessionConfigured\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x03 \x01(\t\x12\x19\n\x11window_generation\x18\x04 \x01(\x04\x12\x12\n\nstart_kind\x18\x05 \x01(\t\x12\x15\n\rhistory_items\x18\x06 \x01(\x04\"\x1a\n\x07Warning\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x11\x44\x65precationNotice\x12\x0f\n\x07summary\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"C\n\x0c\x43hildStarted\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\"W\n\x0e\x43hildRestarted\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nbackoff_ms\x18\x04 \x01(\r\"C\n\x0c\x43hildStopped\x12\x10\n\x08\x63hild_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tabandoned\x18\x03 \x01(\x08\"\x1c\n\x0bTurnStarted\x12\r\n\x05input\x18\x01 \x01(\t\"O\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x04\"j\n\rTurnCompleted\x12\x1a\n\x12last_agent_message\x18\x01 \x01(\t\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.supervisor.v1.TokenUsage\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\"\x1d\n\x0bTurnAborted\x12\x0e\n\x06reason\x18\x01 \x01(\t\"+\n\x0c\x41gentMessage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x08\"-\n\x0cSessionError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"M\n\x0fSettingsUpdated\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\" \n\x0eSessionStopped\x12\x0e\n\x06reason\x18\x01 \x01(\t\"-\n\nTaskQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\r\n\x05input\x18\x02 \x01(\t\"-\n\x10\x43ontextCompacted\x12\x19\n\x11window_generation\x18\x01 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENT']._serialized_start=325
-  _globals['_EVENT']._serialized_end=2616
-  _globals['_SESSIONCONFIGURED']._serialized_start=2619
-  _globals['_SESSIONCONFIGURED']._serialized_end=2812
-  _globals['_WARNING']._serialized_start=2814
-  _globals['_WARNING']._serialized_end=2840
-  _globals['_DEPRECATIONNOTICE']._serialized_start=2842
-  _globals['_DEPRECATIONNOTICE']._serialized_end=2895
-  _globals['_CHILDSTARTED']._serialized_start=2897
-  _globals['_CHILDSTARTED']._serialized_end=2964
-  _globals['_CHILDRESTARTED']._serialized_start=2966
-  _globals['_CHILDRESTARTED']._serialized_end=3053
-  _globals['_CHILDSTOPPED']._serialized_start=3055
-  _globals['_CHILDSTOPPED']._serialized_end=3122
-  _globals['_TURNSTARTED']._serialized_start=3124
-  _globals['_TURNSTARTED']._serialized_end=3152
-  _globals['_TOKENUSAGE']._serialized_start=3154
-  _globals['_TOKENUSAGE']._serialized_end=3233
-  _globals['_TURNCOMPLETED']._serialized_start=3235
-  _globals['_TURNCOMPLETED']._serialized_end=3341
-  _globals['_TURNABORTED']._serialized_start=3343
-  _globals['_TURNABORTED']._serialized_end=3372
-  _globals['_AGENTMESSAGE']._serialized_start=3374
-  _globals['_AGENTMESSAGE']._serialized_end=3417
-  _globals['_SESSIONERROR']._serialized_start=3419
-  _globals['_SESSIONERROR']._serialized_end=3464
-  _globals['_SETTINGSUPDATED']._serialized_start=3466
-  _globals['_SETTINGSUPDATED']._serialized_end=3543
-  _globals['_SESSIONSTOPPED']._serialized_start=3545
-  _globals['_SESSIONSTOPPED']._serialized_end=3577
-  _globals['_TASKQUEUED']._serialized_start=3579
-  _globals['_TASKQUEUED']._serialized_end=3624
-  _globals['_CONTEXTCOMPACTED']._serialized_start=3626
-  _globals['_CONTEXTCOMPACTED']._serialized_end=3671
+  _globals['_EVENT']._serialized_start=363
+  _globals['_EVENT']._serialized_end=2800
+  _globals['_SESSIONCONFIGURED']._serialized_start=2803
+  _globals['_SESSIONCONFIGURED']._serialized_end=2996
+  _globals['_WARNING']._serialized_start=2998
+  _globals['_WARNING']._serialized_end=3024
+  _globals['_DEPRECATIONNOTICE']._serialized_start=3026
+  _globals['_DEPRECATIONNOTICE']._serialized_end=3079
+  _globals['_CHILDSTARTED']._serialized_start=3081
+  _globals['_CHILDSTARTED']._serialized_end=3148
+  _globals['_CHILDRESTARTED']._serialized_start=3150
+  _globals['_CHILDRESTARTED']._serialized_end=3237
+  _globals['_CHILDSTOPPED']._serialized_start=3239
+  _globals['_CHILDSTOPPED']._serialized_end=3306
+  _globals['_TURNSTARTED']._serialized_start=3308
+  _globals['_TURNSTARTED']._serialized_end=3336
+  _globals['_TOKENUSAGE']._serialized_start=3338
+  _globals['_TOKENUSAGE']._serialized_end=3417
+  _globals['_TURNCOMPLETED']._serialized_start=3419
+  _globals['_TURNCOMPLETED']._serialized_end=3525
+  _globals['_TURNABORTED']._serialized_start=3527
+  _globals['_TURNABORTED']._serialized_end=3556
+  _globals['_AGENTMESSAGE']._serialized_start=3558
+  _globals['_AGENTMESSAGE']._serialized_end=3601
+  _globals['_SESSIONERROR']._serialized_start=3603
+  _globals['_SESSIONERROR']._serialized_end=3648
+  _globals['_SETTINGSUPDATED']._serialized_start=3650
+  _globals['_SETTINGSUPDATED']._serialized_end=3727
+  _globals['_SESSIONSTOPPED']._serialized_start=3729
+  _globals['_SESSIONSTOPPED']._serialized_end=3761
+  _globals['_TASKQUEUED']._serialized_start=3763
+  _globals['_TASKQUEUED']._serialized_end=3808
+  _globals['_CONTEXTCOMPACTED']._serialized_start=3810
+  _globals['_CONTEXTCOMPACTED']._serialized_end=3855
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,8 @@ class _NetworkApprovalDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrappe
     """Allow this (host, protocol, port) for the rest of the session (shared with its subagents)."""
     NETWORK_APPROVAL_DECISION_DENY: _NetworkApprovalDecision.ValueType  # 3
     """Refuse; the waiting requests get 403 with x-proxy-error: blocked-by-allowlist."""
+    NETWORK_APPROVAL_DECISION_ABORT: _NetworkApprovalDecision.ValueType  # 4
+    """Command approvals only: refuse and abort the turn that asked (a network question takes it as DENY)."""
 
 class NetworkApprovalDecision(_NetworkApprovalDecision, metaclass=_NetworkApprovalDecisionEnumTypeWrapper):
     """An answer to a network approval question."""
@@ -51,6 +53,8 @@ NETWORK_APPROVAL_DECISION_APPROVE_FOR_SESSION: NetworkApprovalDecision.ValueType
 """Allow this (host, protocol, port) for the rest of the session (shared with its subagents)."""
 NETWORK_APPROVAL_DECISION_DENY: NetworkApprovalDecision.ValueType  # 3
 """Refuse; the waiting requests get 403 with x-proxy-error: blocked-by-allowlist."""
+NETWORK_APPROVAL_DECISION_ABORT: NetworkApprovalDecision.ValueType  # 4
+"""Command approvals only: refuse and abort the turn that asked (a network question takes it as DENY)."""
 Global___NetworkApprovalDecision: _TypeAlias = NetworkApprovalDecision  # noqa: Y015
 
 @_typing.final
