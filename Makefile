@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
-DEBIAN_TOOLS := bash zsh dash curl
+# command:package when the names differ (bwrap is Debian's bubblewrap: the OS sandbox of every command)
+DEBIAN_TOOLS := bash zsh dash curl bwrap:bubblewrap
 PYTEST_ARGS ?=
 
 .PHONY: setup run test lint typecheck proto proto-check pytest bench clean
@@ -21,7 +22,8 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 
 # Debian tools the tests use for real (shells, curl); installed only when missing and when we can.
 debian-tools:
-	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(DEBIAN_TOOLS); do cmd=$${t%%:*}; pkg=$${t#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

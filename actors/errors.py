@@ -47,5 +47,9 @@ class SandboxUnavailable(SupervisorError):
     """The OS sandbox a session's permission profile needs cannot be set up on this machine (FAILED_PRECONDITION)."""
 
 
-class SandboxError(SupervisorError):
-    """A command cannot be sandboxed as its permission profile asks (a writable root is not a directory)."""
+class CommandForbidden(SupervisorError):
+    """An exec policy rule forbids the command; the message carries the rule's justification (PERMISSION_DENIED)."""
+
+
+class TurnAbortRequested(SupervisorError):
+    """An approval answer (or the guardian's circuit breaker) aborts the running turn; the message is the reason."""

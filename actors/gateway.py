@@ -36,9 +36,11 @@ from grpc_reflection.v1alpha import reflection
 from actors.core import READ_BATCH, put_with_reply, span
 from actors.errors import (
     ChildStartError,
+    CommandForbidden,
     ConfigError,
     ConstraintError,
     LimitExceeded,
+    SandboxUnavailable,
     SessionStateError,
     StartupFailed,
     StashFull,
@@ -68,6 +70,8 @@ STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConstraintError, grpc.StatusCode.FAILED_PRECONDITION),
+    (SandboxUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (CommandForbidden, grpc.StatusCode.PERMISSION_DENIED),
     (SessionStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (StartupFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (ChildStartError, grpc.StatusCode.FAILED_PRECONDITION),

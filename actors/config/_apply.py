@@ -47,6 +47,7 @@ def file_system_policy_for(name: str, cwd: str) -> cfg.FileSystemPolicy:
             _entry(special=cfg.SPECIAL_PATH_ROOT),
             _entry(path=cwd, access=cfg.FILE_ACCESS_WRITE),
             _entry(special=cfg.SPECIAL_PATH_TMPDIR, access=cfg.FILE_ACCESS_WRITE),
+            _entry(special=cfg.SPECIAL_PATH_SLASH_TMP, access=cfg.FILE_ACCESS_WRITE),
         ])
     if name == FULL_ACCESS:
         return cfg.FileSystemPolicy(entries=[_entry(special=cfg.SPECIAL_PATH_ROOT, access=cfg.FILE_ACCESS_WRITE)])

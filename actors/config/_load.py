@@ -32,7 +32,8 @@ HOME_ENV = "SESSION_SUPERVISOR_HOME"
 
 _APPROVAL = {"untrusted": cfg.APPROVAL_POLICY_UNTRUSTED, "on-failure": cfg.APPROVAL_POLICY_ON_FAILURE,
              "on-request": cfg.APPROVAL_POLICY_ON_REQUEST, "never": cfg.APPROVAL_POLICY_NEVER}
-_REVIEWER = {"user": cfg.APPROVALS_REVIEWER_USER, "agent": cfg.APPROVALS_REVIEWER_AGENT}
+_REVIEWER = {"user": cfg.APPROVALS_REVIEWER_USER, "agent": cfg.APPROVALS_REVIEWER_AGENT,
+             "guardian_subagent": cfg.APPROVALS_REVIEWER_AGENT}
 _EFFORT = {"minimal": cfg.REASONING_EFFORT_MINIMAL, "low": cfg.REASONING_EFFORT_LOW,
            "medium": cfg.REASONING_EFFORT_MEDIUM, "high": cfg.REASONING_EFFORT_HIGH,
            "xhigh": cfg.REASONING_EFFORT_XHIGH}
@@ -51,6 +52,7 @@ _KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "compact_prompt": str, "thread_name": str, "persist_extended_history": bool, "collaboration_mode": str,
     "playbook": str, "network": dict, "mcp_servers": dict, "hooks": dict, "agents": dict, "agent_types": dict,
     "shell": dict, "features": dict, "profiles": dict, "model_providers": dict, "exec": dict, "plugins": dict,
+    "sandbox_workspace_write": dict, "approvals": dict,
 }
 _ENUM_KEYS: dict[str, dict[str, Any]] = {
     "approval_policy": _APPROVAL, "approvals_reviewer": _REVIEWER, "model_reasoning_effort": _EFFORT,
@@ -199,7 +201,28 @@ def _session_from(values: dict[str, Any], cwd: str, home: str) -> cfg.SessionCon
             setter(values[key])
     profile_name = values.get("sandbox_mode", _config.WORKSPACE_WRITE)
     conf.permission_profile.CopyFrom(_config.permission_profile_for(profile_name, cwd, _network_policy(values)))
+    if profile_name == _config.WORKSPACE_WRITE:
+        _apply_workspace_write(conf.permission_profile.file_system, values.get("sandbox_workspace_write", {}), cwd)
     return conf
+
+
+def _apply_workspace_write(policy: cfg.FileSystemPolicy, table: dict[str, Any], cwd: str) -> None:
+    """Codex's ``[sandbox_workspace_write]``: extra ``writable_roots``, ``exclude_tmpdir_env_var``,
+    ``exclude_slash_tmp`` (``network_access`` is ``[network] mode`` here)."""
+    excluded = set()
+    if table.get("exclude_tmpdir_env_var", False):
+        excluded.add(cfg.SPECIAL_PATH_TMPDIR)
+    if table.get("exclude_slash_tmp", False):
+        excluded.add(cfg.SPECIAL_PATH_SLASH_TMP)
+    kept = [e for e in policy.entries if not (e.WhichOneof("target") == "special" and e.special in excluded)]
+    roots = table.get("writable_roots", [])
+    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+        raise ConfigError("sandbox_workspace_write.writable_roots: expected a list of paths")
+    for root in roots:
+        path = os.path.normpath(os.path.join(cwd, os.path.expanduser(root)))
+        kept.append(cfg.FileSystemEntry(path=path, access=cfg.FILE_ACCESS_WRITE))
+    del policy.entries[:]
+    policy.entries.extend(kept)
 
 
 def _constraints(path: Path) -> cfg.Constraints:
@@ -215,6 +238,7 @@ def _constraints(path: Path) -> cfg.Constraints:
         if raw not in _config.PROFILE_NAMES:
             raise ConfigError(f"{_where(layer, 'allowed_sandbox_modes')}: unknown sandbox mode {raw!r}")
         out.allowed_permission_profiles.append(raw)
+    out.allow_unsandboxed_fallback = bool(layer.values.get("allow_unsandboxed_fallback", False))
     return out
 
 

@@ -1,13 +1,15 @@
 """What a command may touch: the permission profile of a session, resolved for one command.
 
 ``SandboxPolicy.from_profile(profile, cwd, env)`` reads the canonical ``PermissionProfile`` (protobuf) and
-resolves it for one command: ``cwd`` (the command's, which is writable under workspace-write), ``env`` (its
-``TMPDIR``). Semantics, as Codex's ``SandboxPolicy``:
+resolves it for one command run in ``cwd`` with environment ``env`` (its ``TMPDIR``). The writable roots are
+the profile's entries only: under workspace-write that is the *session's* cwd (kept in the profile by
+``actors.config.apply``), never a command's own workdir, so an Exec with ``cwd=/etc`` cannot make ``/etc``
+writable. Semantics, as Codex's ``SandboxPolicy``:
 - the whole file system is readable (restricted reading is not supported, as in Codex's bubblewrap backend);
 - a ``SPECIAL_PATH_ROOT`` entry with write access means full disk write (``danger-full-access``);
 - path entries with write access, ``SPECIAL_PATH_TMPDIR`` (``$TMPDIR`` of the command) and
-  ``SPECIAL_PATH_SLASH_TMP`` (``/tmp``) are writable roots; under ``workspace-write`` the command's cwd is one
-  too; every root is resolved through its symlinks, so a root that is a symlink grants its real target only;
+  ``SPECIAL_PATH_SLASH_TMP`` (``/tmp``) are writable roots; every root is resolved through its symlinks, so a
+  root that is a symlink grants its real target only;
 - inside each writable root, ``.git`` and ``.session-supervisor`` (the project's configuration layer: writing
   it would widen the next session's rights) stay read-only when they exist;
 - DENY entries hide a path entirely (neither read nor write);
@@ -28,7 +30,6 @@ __all__ = ["PROTECTED_NAMES", "Network", "SandboxPolicy"]
 
 #: Names kept read-only inside every writable root (Codex protects ``.git`` and its own ``.codex``).
 PROTECTED_NAMES = (".git", ".session-supervisor")
-WORKSPACE_WRITE = "workspace-write"
 
 
 class Network(enum.Enum):
@@ -95,8 +96,6 @@ class SandboxPolicy:
                 candidates.append("/tmp")
             elif target == "path":
                 candidates.append(entry.path)
-        if profile.name == WORKSPACE_WRITE:
-            candidates.insert(0, str(cwd))
         if full_disk_write:
             return cls(True, network=network, denied_paths=tuple(denied), name=profile.name)
         roots: list[Path] = []

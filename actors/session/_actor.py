@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 from actors.agents import PARENT_WAIT_S
 from actors.config import apply
 from actors.core import STOPPED, SessionClosed, TaskCancelled, TaskScope, exc_text, get_host
-from actors.errors import LimitExceeded
+from actors.errors import LimitExceeded, TurnAbortRequested
 from actors.session._agents import SessionAgentsMixin
 from actors.session._children import SessionChildrenMixin
 from actors.session._requests import handle_feature_request
@@ -241,6 +241,9 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         self.configuration = new
         self._log.update_config(self.session_id, new.SerializeToString())
         self.emit(events_pb2.SettingsUpdated(configuration=new))
+        enforcement = self.setup.services.get("enforcement")
+        if enforcement is not None:
+            enforcement.update(new)
         self.on_settings_changed(new)
         ref = self.child_ref("proxy")
         inherit = self.setup.services.get("inherit")
@@ -300,6 +303,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                 note.usage.total_tokens = result.input_tokens + result.output_tokens
             elif isinstance(exc, TaskCancelled):
                 note.outcome = task.abort_reason or "interrupted"
+            elif isinstance(exc, TurnAbortRequested):
+                note.outcome = f"aborted: {exc}"
             else:
                 note.outcome = "failed"
                 note.error = exc_text(exc)
@@ -371,6 +376,9 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
             return
         self._finished = True
         inherit = self.setup.services.get("inherit")
+        enforcement = self.setup.services.get("enforcement")
+        if inherit is None and enforcement is not None:
+            enforcement.approvals.deny_all()  # the tree's questions die with its root
         if inherit is not None and inherit.proxy is not None and inherit.proxy_token:
             inherit.proxy.remove_view(inherit.proxy_token)  # its token is refused from now on
         if "provider" in self.task_state:

@@ -23,6 +23,7 @@ import actors.session._specs as kids
 from actors.agents import AgentRegistry, AgentsConfig, AgentTools
 from actors.core import TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
 from actors.errors import StartupFailed
+from actors.session._enforcement import Enforcement
 from actors.session._setup import SessionSetup
 from actors.shell import InheritedShell
 from protos.supervisor.v1 import config_pb2, events_pb2
@@ -193,6 +194,7 @@ class SessionChildrenMixin(Supervisor):
         setup = self.setup
         loaded = setup.services.get("loaded_config")
         inherit = setup.services.get("inherit")
+        enforcement = self._start_enforcement(loaded)
         phase1, self._proxy_state = kids.child_phases(loaded, self.configuration, self.session_id, self.emit,
                                                       agent_path=setup.agent_path, inherit=inherit)
         self.proxy_env = dict(inherit.proxy_env) if inherit is not None else {}
@@ -201,11 +203,13 @@ class SessionChildrenMixin(Supervisor):
         if inherit is not None:
             shell_program = loaded.table("shell").get("program") if loaded is not None else None
             self._inherited_shell = InheritedShell(inherit.snapshot, emit=self.emit, cwd=self.configuration.cwd,
-                                                   extra_env=proxy_env, shell_program=shell_program)
+                                                   extra_env=proxy_env, shell_program=shell_program,
+                                                   sandbox=enforcement.sandbox)
         elif loaded is not None:
             shell = kids.shell_spec(loaded, self.configuration, session_id=self.session_id, emit=self.emit,
                                     proxy_env=proxy_env, inherit=inherit,
-                                    live_session_ids=setup.services.get("live_session_ids"))
+                                    live_session_ids=setup.services.get("live_session_ids"),
+                                    sandbox=enforcement.sandbox)
             if shell is not None:
                 phase2.append(shell)
             hooks = kids.hooks_spec(loaded, self.configuration, self.session_id, self.emit, inherit)
@@ -226,6 +230,36 @@ class SessionChildrenMixin(Supervisor):
             shell = self.child_actor("shell_snapshot")
             if shell is not None:
                 shell.shell().extra_env.update(proxy_env)
+        netns = enforcement.attach_proxy(proxy_env)
+        if netns is not None:
+            self.run_task(self._serve_netns, netns, critical=False, name="sandbox-netns")
+
+    def _start_enforcement(self, loaded: Any) -> Enforcement:
+        """This session's sandbox, rules and approvals: the root's own, a subagent's derived from its parent's
+        (raises ``SandboxUnavailable`` when the sandbox cannot be built here: the start fails, clearly)."""
+        parent: Enforcement | None = self.setup.services.get("enforcement")
+        if parent is not None:
+            enforcement = parent.for_child(self.configuration)
+        else:
+            enforcement, warning = Enforcement.for_root(loaded, self.configuration, self.setup.constraints,
+                                                        self.setup.services)
+            if warning:
+                self.setup.warnings.append(warning)
+        self.setup.services["enforcement"] = enforcement
+        return enforcement
+
+    @property
+    def enforcement(self) -> Enforcement:
+        """This session's sandbox, exec policy rules and approval questions."""
+        enforcement: Enforcement = self.setup.services["enforcement"]
+        return enforcement
+
+    @staticmethod
+    async def _serve_netns(netns: Any) -> None:
+        try:
+            await netns.serve()
+        finally:
+            netns.close()
 
     def _await_mcp_startup(self) -> None:
         """MCP servers start in the background; a required one that fails fails this start (transactional)."""
@@ -280,6 +314,7 @@ class SessionChildrenMixin(Supervisor):
         # services["mcp"] (the McpTools of the mcp:NAME children, or a parent's) comes with setup.services
         services["agents"] = AgentTools(self.actor_ref, self.session_id, self.agent_registry)
         services.setdefault("agent_role", "root")
+        services["agent_path"] = self.agent_path
         return services
 
     def _set_approval_mode(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from actors.agents import REQUESTS as AGENT_REQUESTS
+from actors.approvals import ExecDecision
 from actors.errors import ConfigError, SessionStateError
 from actors.session._children import SessionChildrenMixin as SessionSupervisor
 from protos.supervisor.v1 import hooks_pb2, mcp_pb2, network_pb2, session_pb2, shell_pb2
@@ -37,6 +38,7 @@ def _exec(session: SessionSupervisor, request: shell_pb2.ExecRequest) -> Reply:
     for name in request.env:
         if not name or "=" in name or "\x00" in name:
             raise ConfigError(f"env: invalid variable name {name!r}")
+    session.enforcement.refuse_forbidden(request.command)  # the client is the approver: only rules refuse
     inherited = session.inherited_shell
     if inherited is not None:  # a subagent: its own runner over the parent's snapshot, in its own scope
         return session.run_task(inherited.exec_request, request, critical=False, name="exec")
@@ -45,7 +47,20 @@ def _exec(session: SessionSupervisor, request: shell_pb2.ExecRequest) -> Reply:
     return future
 
 
+_EXEC_DECISIONS = {
+    network_pb2.NETWORK_APPROVAL_DECISION_APPROVE_ONCE: ExecDecision.APPROVE_ONCE,
+    network_pb2.NETWORK_APPROVAL_DECISION_APPROVE_FOR_SESSION: ExecDecision.APPROVE_FOR_SESSION,
+    network_pb2.NETWORK_APPROVAL_DECISION_ABORT: ExecDecision.ABORT,
+}
+
+
 def _resolve_approval(session: SessionSupervisor, request: session_pb2.ResolveApprovalRequest) -> Reply:
+    """A command approval question of the tree (any session of it may answer), else a network one."""
+    decision = _EXEC_DECISIONS.get(request.decision, ExecDecision.DENY)
+    if session.enforcement.approvals.resolve(request.approval_id, decision):
+        return session_pb2.ResolveApprovalResponse(found=True)
+    if session.child_ref("proxy") is None and session.setup.services.get("inherit") is not None:
+        return session_pb2.ResolveApprovalResponse(found=False)  # a subagent: network questions are the root's
     proxy = _child(session, "proxy", "network proxy")
     resolved = network_pb2.ResolveNetworkApprovalRequest(id=request.approval_id, decision=request.decision)
     found = proxy.handle_request(resolved).get(timeout=10).found

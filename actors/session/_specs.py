@@ -62,13 +62,14 @@ def proxy_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
 
 def shell_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfiguration, *, session_id: str,
                emit: Callable[[Message], None], proxy_env: dict[str, str], inherit: Inheritance | None,
-               live_session_ids: Callable[[], Any] | None) -> ChildSpec | None:
-    """The shell snapshotter child (capture skipped when the snapshot is inherited)."""
+               live_session_ids: Callable[[], Any] | None, sandbox: Any = None) -> ChildSpec | None:
+    """The shell snapshotter child (capture skipped when the snapshot is inherited); its commands run in
+    ``sandbox`` (``actors.sandbox.Sandbox``), which the spec holds so that a restarted shell keeps it."""
     shell = loaded.table("shell")
     if not shell.get("enabled", True):
         return None
 
-    options: dict[str, Any] = {"extra_env": proxy_env}  # the session's own dict, filled once the proxy is up
+    options: dict[str, Any] = {"extra_env": proxy_env, "sandbox": sandbox}  # proxy_env: filled once the proxy is up
     if shell.get("program"):
         options["shell"] = str(shell["program"])
     if shell.get("secret_patterns"):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from actors.shell._actor import ShellSnapshotActor, shell_snapshot_child_spec
 from actors.shell._capture import ShellSnapshotter, Snapshot
-from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, ExecResult
+from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, CommandSandbox, ExecResult
 from actors.shell._session import InheritedShell, SessionShell
 
 __all__ = [
     "DEFAULT_EXEC_TIMEOUT_S",
     "CommandRunner",
+    "CommandSandbox",
     "ExecResult",
     "InheritedShell",
     "SessionShell",

@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 
 from actors.core import ChildSpec, Restart, SupervisedActor
 from actors.shell._capture import CAPTURE_TIMEOUT_S, ShellSnapshotter, Snapshot
-from actors.shell._exec import CommandRunner, ExecLimits, ExecResult
+from actors.shell._exec import CommandRunner, CommandSandbox, ExecLimits, ExecResult
 from actors.shell._files import SNAPSHOT_DIR_NAME, cleanup_stale, remove_snapshot
 from actors.shell._scripts import DEFAULT_SECRET_PATTERNS
 from actors.shell._session import SNAPSHOT_WAIT_S, SessionShell
@@ -62,6 +62,7 @@ class ShellSnapshotActor(SupervisedActor):
         exec_limits: ExecLimits | None = None,
         snapshot_wait_s: float = SNAPSHOT_WAIT_S,
         live_session_ids: Callable[[], Collection[str]] | None = None,
+        sandbox: CommandSandbox | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,7 +77,7 @@ class ShellSnapshotActor(SupervisedActor):
             secret_patterns=secret_patterns,
             inherited=inherited,
         )
-        runner = CommandRunner(emit=emit, shell=snapshotter.shell, env=env, limits=exec_limits)
+        runner = CommandRunner(emit=emit, shell=snapshotter.shell, env=env, limits=exec_limits, sandbox=sandbox)
         self._shell = SessionShell(
             snapshotter, runner, cwd=Path(cwd), extra_env=extra_env, snapshot_wait_s=snapshot_wait_s
         )

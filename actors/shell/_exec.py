@@ -17,6 +17,10 @@ Contract:
   outlives ``run`` (except one that left the group with ``setsid``).
 - Events: ``ExecBegin``, then deltas, then exactly one ``ExecEnd`` (also when interrupted or when the process
   could not start, then with exit code -1 and ``ExecStartError`` raised). ``run`` returns an ``ExecResult``.
+- Sandbox: with a ``sandbox`` (any object with ``wrap(argv, cwd, env) -> argv``; the session gives its
+  ``actors.sandbox.Sandbox``), every command's argv goes through it before the spawn, unless the caller passes
+  ``sandboxed=False`` (an approved escalation). A ``wrap`` that raises is a start failure: the command never
+  runs unsandboxed by accident.
 """
 
 from __future__ import annotations
@@ -25,20 +29,22 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import trio
 from google.protobuf.message import Message
 
 from actors.core import GroupProcess, collapse_cancelled, exit_status, supervise
+from actors.errors import SupervisorError
 from actors.shell._capture import Snapshot, default_shell
 from actors.shell._output import DeltaStreamer, OutputCapture, render_output
 from actors.shell._scripts import exec_argv
 from protos.supervisor.v1 import shell_pb2
 
-__all__ = ["DEFAULT_EXEC_TIMEOUT_S", "CommandRunner", "ExecLimits", "ExecResult", "ExecStartError"]
+__all__ = ["DEFAULT_EXEC_TIMEOUT_S", "CommandRunner", "CommandSandbox", "ExecLimits", "ExecResult", "ExecStartError"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,14 @@ Emit = Callable[[Message], None]
 DEFAULT_EXEC_TIMEOUT_S = 10.0
 #: Exit code reported when the process could not be started.
 START_FAILED_EXIT_CODE = -1
+
+
+class CommandSandbox(Protocol):
+    """What a runner needs of a sandbox: the argv that runs ``argv`` inside it."""
+
+    def wrap(self, argv: Sequence[str], cwd: Path | str, env: Mapping[str, str]) -> list[str]:
+        """``argv`` wrapped to run in the sandbox (raises when the sandbox cannot be built)."""
+        ...
 
 
 class ExecStartError(Exception):
@@ -131,8 +145,11 @@ class CommandRunner:
         shell: str | None = None,
         env: Mapping[str, str] | None = None,
         limits: ExecLimits | None = None,
+        sandbox: CommandSandbox | None = None,
     ) -> None:
         self._emit = emit
+        #: Wraps every command's argv (None: commands run as they are).
+        self.sandbox = sandbox
         self._env = dict(os.environ if env is None else env)
         self._shell = default_shell(self._env, shell)
         self.snapshot = snapshot
@@ -156,8 +173,12 @@ class CommandRunner:
         timeout_s: float | None = DEFAULT_EXEC_TIMEOUT_S,
         extra_env: Mapping[str, str] | None = None,
         call_id: str | None = None,
+        sandboxed: bool = True,
     ) -> ExecResult:
-        """Run ``command`` in ``cwd``; returns its result (raises ``ExecStartError`` if it cannot start)."""
+        """Run ``command`` in ``cwd``; returns its result (raises ``ExecStartError`` if it cannot start).
+
+        ``sandboxed=False`` skips the runner's sandbox (for a command approved to run outside it).
+        """
         call_id = call_id or uuid.uuid4().hex
         extra = dict(extra_env or {})
         limits = self.limits
@@ -179,11 +200,16 @@ class CommandRunner:
                 tail=capture.tail,
             )
 
+        env = {**self._env, **extra}
         try:
-            proc = await GroupProcess.start(argv, cwd=cwd, env={**self._env, **extra})
-        except OSError as exc:
+            if self.sandbox is not None and sandboxed:
+                argv = self.sandbox.wrap(argv, cwd, env)
+            proc = await GroupProcess.start(argv, cwd=cwd, env=env)
+        except (OSError, SupervisorError) as exc:
             capture.feed(f"could not start command: {exc}".encode())
             self._emit(result(START_FAILED_EXIT_CODE).to_end_event())
+            if isinstance(exc, SupervisorError):
+                raise  # the sandbox cannot be built: its own error (and status code)
             raise ExecStartError(str(exc)) from exc
 
         streamer = DeltaStreamer(

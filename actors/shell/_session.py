@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from actors.shell._capture import CAPTURE_TIMEOUT_S, ShellSnapshotter, Snapshot
-from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, ExecResult
+from actors.shell._exec import DEFAULT_EXEC_TIMEOUT_S, CommandRunner, CommandSandbox, ExecResult
 from protos.supervisor.v1 import shell_pb2
 
 __all__ = ["SNAPSHOT_WAIT_S", "InheritedShell", "SessionShell"]
@@ -85,6 +85,7 @@ class SessionShell:
         timeout_s: float | None = None,
         env: Mapping[str, str] | None = None,
         call_id: str | None = None,
+        sandboxed: bool = True,
     ) -> ExecResult:
         """Run ``command`` (in ``cwd``, default the session's) once the snapshot is ready or overdue."""
         with trio.move_on_after(self.snapshot_wait_s):
@@ -97,6 +98,7 @@ class SessionShell:
             timeout_s=timeout_s if timeout_s is not None else self.default_timeout_s,
             extra_env={**(env or {}), **self.extra_env},
             call_id=call_id,
+            sandboxed=sandboxed,
         )
 
     async def exec_request(self, request: shell_pb2.ExecRequest) -> shell_pb2.ExecResponse:
@@ -114,8 +116,10 @@ class InheritedShell:
     """A subagent's shell: the parent's snapshot, its own runner (its own exec events), no capture process."""
 
     def __init__(self, snapshot: Any, *, emit: Any, cwd: str, extra_env: Mapping[str, str],
-                 shell_program: str | None = None, default_timeout_s: float | None = None) -> None:
+                 shell_program: str | None = None, default_timeout_s: float | None = None,
+                 sandbox: CommandSandbox | None = None) -> None:
         self._emit = emit
+        self._sandbox = sandbox
         self._shell_program = shell_program
         # built at the first command: most subagents of a big tree never run one
         self._runner: CommandRunner | None = None
@@ -128,16 +132,18 @@ class InheritedShell:
     def runner(self) -> CommandRunner:
         """The subagent's own ``CommandRunner`` (its own exec events), built on first use."""
         if self._runner is None:
-            self._runner = CommandRunner(emit=self._emit, snapshot=self.snapshot, shell=self._shell_program)
+            self._runner = CommandRunner(emit=self._emit, snapshot=self.snapshot, shell=self._shell_program,
+                                         sandbox=self._sandbox)
         return self._runner
 
     async def exec(self, command: str, cwd: Path | str | None = None, *, timeout_s: float | None = None,
-                   env: Mapping[str, str] | None = None, call_id: str | None = None) -> ExecResult:
+                   env: Mapping[str, str] | None = None, call_id: str | None = None,
+                   sandboxed: bool = True) -> ExecResult:
         """Run ``command`` like ``SessionShell.exec``."""
         return await self.runner.run(
             command, cwd if cwd is not None else self.cwd,
             timeout_s=timeout_s if timeout_s is not None else (self.default_timeout_s or DEFAULT_EXEC_TIMEOUT_S),
-            extra_env={**(env or {}), **self.extra_env}, call_id=call_id,
+            extra_env={**(env or {}), **self.extra_env}, call_id=call_id, sandboxed=sandboxed,
         )
 
     async def exec_request(self, request: shell_pb2.ExecRequest) -> shell_pb2.ExecResponse:

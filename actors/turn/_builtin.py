@@ -3,11 +3,13 @@
 Contract:
 - Each handler is ``async (call: ToolCall, ctx: TaskContext) -> ToolOutput`` and reads its service from
   ``ctx.services``; argument errors raise ``ToolError`` (the router turns them into error outputs).
-- ``shell`` runs ``{"command": str, "timeout_ms"?: int, "workdir"?: str}`` through the session's
+- ``shell`` runs ``{"command": str, "timeout_ms"?: int, "workdir"?: str, "sandbox_permissions"?:
+  "use_default" | "require_escalated", "justification"?: str}`` through the session's
   ``SessionShell`` (its snapshot and proxy environment), with the model's ``call_id`` so ``ExecBegin`` /
   ``ExecEnd`` pair with the tool call. A relative ``workdir`` resolves against the shell's cwd. The output
   is the exit code, the wall time and the command's combined output; a non-zero exit or a timeout is an
-  error output.
+  error output. Before it runs, ``services["enforcement"].gate`` decides (exec policy rules, the approval
+  policy, a question to the client or the guardian): a refusal or denial is the output; an abort ends the turn.
 - MCP tools keep the manager's qualified names; arguments pass through unchanged; the result's text (or its
   structured content when there is no text) is the output, ``is_error`` as the server reported it.
 - Agent tools are the ``specs()`` of ``services["agents"]``; each name calls the method of that name with
@@ -24,6 +26,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.approvals import ESCALATE
+from actors.errors import TurnAbortRequested
 from actors.mcp import DELIMITER, TOOL_NAME_PREFIX
 from actors.providers import ToolCall, ToolSpec
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolError, ToolHandler, ToolOutput, ToolRouter
@@ -67,6 +71,13 @@ SHELL_SPEC = ToolSpec(
             "command": {"type": "string", "description": "The command line to run."},
             "timeout_ms": {"type": "integer", "description": "Time limit in milliseconds.", "minimum": 1},
             "workdir": {"type": "string", "description": "Working directory (default: the session's)."},
+            "sandbox_permissions": {
+                "type": "string", "enum": ["use_default", "require_escalated"],
+                "description": "require_escalated asks the user to run this command outside the sandbox "
+                               "(approval policy on-request); give a justification.",
+            },
+            "justification": {"type": "string",
+                              "description": "Why the command needs to run outside the sandbox (shown to the user)."},
         },
         "required": ["command"],
         "additionalProperties": False,
@@ -82,18 +93,38 @@ async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
     command = args.get("command")
     if not isinstance(command, str) or not command.strip():
         raise ToolError("`command` must be a non-empty string")
-    unknown = sorted(set(args) - {"command", "timeout_ms", "workdir"})
+    unknown = sorted(set(args) - _SHELL_ARGS)
     if unknown:
-        raise ToolError(f"unknown argument(s) {unknown}; expected command, timeout_ms, workdir")
+        raise ToolError(f"unknown argument(s) {unknown}; expected {', '.join(sorted(_SHELL_ARGS))}")
     timeout_ms = args.get("timeout_ms")
     if timeout_ms is not None and (isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0):
         raise ToolError("`timeout_ms` must be a positive integer")
     workdir = args.get("workdir")
     if workdir is not None and not isinstance(workdir, str):
         raise ToolError("`workdir` must be a string")
+    permissions = args.get("sandbox_permissions", "use_default")
+    if permissions not in ("use_default", ESCALATE):
+        raise ToolError("`sandbox_permissions` must be use_default or require_escalated")
+    justification = args.get("justification", "")
+    if not isinstance(justification, str):
+        raise ToolError("`justification` must be a string")
     cwd = Path(shell.cwd) / workdir if workdir else None
     timeout_s = min(timeout_ms, MAX_SHELL_TIMEOUT_MS) / MS_PER_S if timeout_ms is not None else None
-    result = await shell.exec(command, cwd, timeout_s=timeout_s, call_id=call.call_id)
+    sandboxed = True
+    enforcement = ctx.services.get("enforcement")
+    if enforcement is not None:
+        gate = await enforcement.gate(
+            command, cwd or shell.cwd, emit=ctx.emit, call_id=call.call_id,
+            agent_path=ctx.services.get("agent_path", "/root"), turn_id=ctx.task_id,
+            escalate=permissions == ESCALATE, justification=justification,
+            hook_asks=ctx.state.get(HOOK_ASKS_KEY, {}).pop(call.call_id, None), context=recent_context(ctx),
+        )  # fmt: skip
+        if gate.abort:
+            raise TurnAbortRequested(gate.message)
+        if not gate.run:
+            return ToolOutput(gate.message, is_error=True)
+        sandboxed = not gate.bypass_sandbox
+    result = await shell.exec(command, cwd, timeout_s=timeout_s, call_id=call.call_id, sandboxed=sandboxed)
     lines = [f"Exit code: {result.exit_code}", f"Wall time: {result.duration_ms / MS_PER_S:.1f} seconds"]
     if result.timed_out:
         lines.append(f"command timed out after {(timeout_s or shell.default_timeout_s) * MS_PER_S:.0f} ms")
@@ -102,6 +133,23 @@ async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
     lines.append("Output:")
     text = "\n".join(lines) + "\n" + result.output
     return ToolOutput(text, is_error=result.exit_code != 0 or result.timed_out)
+
+
+_SHELL_ARGS = frozenset({"command", "timeout_ms", "workdir", "sandbox_permissions", "justification"})
+#: ``ctx.state`` key: call id -> the reason of a PreToolUse hook that answered ``ask`` (set by the turn loop).
+HOOK_ASKS_KEY = "hook_asks"
+#: Messages of the conversation the guardian sees (Codex bounds its transcript the same way).
+CONTEXT_MESSAGES = 12
+#: Characters of one message the guardian sees.
+CONTEXT_MESSAGE_CHARS = 2000
+
+
+def recent_context(ctx: TaskContext) -> str:
+    """The last messages of the conversation, as ``role: text`` lines (for a reviewer)."""
+    conversation = ctx.state.get("conversation", [])
+    lines = [f"{m.role}: {m.content[:CONTEXT_MESSAGE_CHARS]}" for m in conversation[-CONTEXT_MESSAGES:]
+             if getattr(m, "content", "")]
+    return "\n".join(lines)
 
 
 # --- MCP ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are rea
   (``stop_hook_active``), at most ``max_stop_continuations`` times. The result sums every response's usage.
 - A tool hook answering ``continue: false`` ends the turn once the current response's tools are done, with
   its ``stopReason`` as the agent message (Claude Code's semantics); on a Stop hook it means "do stop".
-- A PreToolUse ``ask`` decision is treated as ``allow``: approvals are not wired into the turn yet.
+- A PreToolUse ``ask`` decision makes the shell tool ask for approval (``HOOK_ASKS_KEY``); other tools run.
 - Bounded: at most ``max_round_trips`` model requests per turn (``TurnLimitExceeded`` after that) and
   ``max_tool_output_bytes`` of each tool's output fed back.
 - Interrupt = cancellation of the task's scope: it propagates (tool processes are killed by their
@@ -51,7 +51,7 @@ from actors.providers import (
     ToolCallItem,
     create_provider,
 )
-from actors.turn._builtin import router_for
+from actors.turn._builtin import HOOK_ASKS_KEY, router_for
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolOutput, ToolRouter
 from actors.turn._task import TaskContext, TaskResult, TaskRunner, builtin_runner
 from protos.supervisor.v1 import config_pb2, events_pb2, turn_pb2
@@ -301,6 +301,8 @@ class _Turn:
         started = time.monotonic()
         arguments: Mapping[str, Any] = call.arguments
         pre = await self._hook("PreToolUse", {"tool_name": call.name, "tool_input": dict(arguments)})
+        if pre is not None and pre.decision == "ask" and not pre.blocked:  # the shell tool's gate asks
+            self.ctx.state.setdefault(HOOK_ASKS_KEY, {})[call.call_id] = pre.reason or ""
         if pre is not None and pre.blocked:
             self._note_halt(pre)
             output = ToolOutput(pre.reason or f"PreToolUse hook blocked {call.name}", is_error=True)

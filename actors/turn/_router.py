@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from actors.errors import TurnAbortRequested
 from actors.providers import ToolCall, ToolSpec
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class ToolRouter:
             output = await handler(call, ctx)
         except ToolError as exc:
             output = ToolOutput(f"{call.name}: {exc}", is_error=True)
+        except TurnAbortRequested:
+            raise  # an approval answer ends the turn, not just this call
         except Exception as exc:  # a failing tool is an answer for the model, not the end of the turn
             logger.info("tool %s (%s) failed: %r", call.name, call.call_id, exc)
             output = ToolOutput(f"tool {call.name} failed: {type(exc).__name__}: {exc}", is_error=True)

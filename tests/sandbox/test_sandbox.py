@@ -37,6 +37,12 @@ def _write(path: str | Path) -> cfg.FileSystemEntry:
     return cfg.FileSystemEntry(path=str(path), access=cfg.FILE_ACCESS_WRITE)
 
 
+def _workspace(cwd: Path, *entries: cfg.FileSystemEntry, network: int = cfg.NETWORK_MODE_FULL
+               ) -> cfg.PermissionProfile:
+    """workspace-write for ``cwd`` as the configuration derives it, without /tmp and $TMPDIR unless given."""
+    return _profile("workspace-write", _write(cwd), *entries, network=network)
+
+
 def _run(sandbox: Sandbox, script: str, cwd: Path,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "HOME": str(cwd), **(env or {})}
@@ -80,7 +86,7 @@ def test_workspace_write_allows_the_cwd_only_and_no_symlink_out(dirs: dict[str, 
     ws, other = dirs["ws"], dirs["other"]
     (ws / "out").symlink_to(other)
     (ws / ".git").mkdir()
-    sandbox = Sandbox(_profile("workspace-write"))
+    sandbox = Sandbox(_workspace(ws))
     for attempt in _write_attempts(other) + _write_attempts(ws / "out") + _write_attempts(ws / ".git"):
         _run(sandbox, attempt, ws)
     assert list(other.iterdir()) == [] and list((ws / ".git").iterdir()) == []
@@ -93,11 +99,11 @@ def test_workspace_write_allows_the_cwd_only_and_no_symlink_out(dirs: dict[str, 
 def test_tmpdir_and_slash_tmp_are_writable_only_when_listed(dirs: dict[str, Path], tmp_path: Path) -> None:
     tmpdir = dirs["other"]
     env = {"TMPDIR": str(tmpdir)}
-    plain = Sandbox(_profile("workspace-write"))
+    plain = Sandbox(_workspace(dirs["ws"]))
     _run(plain, 'touch "$TMPDIR/t"', dirs["ws"], env)
     assert not (tmpdir / "t").exists()
-    listed = Sandbox(_profile("workspace-write", cfg.FileSystemEntry(special=cfg.SPECIAL_PATH_TMPDIR,
-                                                                     access=cfg.FILE_ACCESS_WRITE)))
+    listed = Sandbox(_workspace(dirs["ws"], cfg.FileSystemEntry(special=cfg.SPECIAL_PATH_TMPDIR,
+                                                                access=cfg.FILE_ACCESS_WRITE)))
     assert _run(listed, 'touch "$TMPDIR/t"', dirs["ws"], env).returncode == 0
     assert (tmpdir / "t").exists()
     policy = SandboxPolicy.from_profile(
@@ -114,7 +120,7 @@ def test_configured_writable_root_and_deny_entry(dirs: dict[str, Path]) -> None:
     sandbox = Sandbox(profile)
     assert _run(sandbox, f"touch {dirs['other']}/ok", dirs["ws"]).returncode == 0
     assert (dirs["other"] / "ok").exists()
-    _run(sandbox, f"touch {dirs['ws']}/no", dirs["ws"])  # a custom profile does not make its cwd writable
+    _run(sandbox, f"touch {dirs['ws']}/no", dirs["ws"])  # the command's cwd is not writable by itself
     assert not (dirs["ws"] / "no").exists()
     assert "s3cret" not in _run(sandbox, f"cat {secret}", dirs["ws"]).stdout
 
@@ -168,11 +174,11 @@ def _network_attempts(port: int) -> list[str]:
 def test_network_off_reaches_nothing_not_even_loopback(dirs: dict[str, Path]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        sandbox = Sandbox(_profile("workspace-write", network=cfg.NETWORK_MODE_OFF))
+        sandbox = Sandbox(_workspace(dirs["ws"], network=cfg.NETWORK_MODE_OFF))
         for attempt in _network_attempts(port):
             assert _run(sandbox, attempt, dirs["ws"]).returncode != 0, attempt
         assert _pending_connections(listener) == 0
-        full = Sandbox(_profile("workspace-write"))
+        full = Sandbox(_workspace(dirs["ws"]))
         for attempt in _network_attempts(port):  # the same attempts do connect with full network: the test bites
             _run(full, attempt, dirs["ws"])
         assert _pending_connections(listener) == len(_network_attempts(port))
