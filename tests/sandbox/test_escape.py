@@ -50,7 +50,7 @@ class Stack:
         """A session in ``ws`` with ``config``; ``plan``: shell commands the playbook model runs in one turn."""
         text = 'model_provider = "playbook"\n' + config + '\n[shell]\nprogram = "/bin/bash"\n'
         if plan is not None:
-            calls = ", ".join("{ tool = \"shell\", arguments = { command = %s } }" % json.dumps(c) for c in plan)
+            calls = ", ".join(f'{{ tool = "shell", arguments = {{ command = {json.dumps(c)} }} }}' for c in plan)
             (self.tmp / "plan.toml").write_text(
                 f"[[plans.root.steps]]\ncalls = [{calls}]\n\n[[plans.root.steps]]\ntext = \"done\"\n")
             text = f"playbook = {json.dumps(str(self.tmp / 'plan.toml'))}\n" + text
