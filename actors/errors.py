@@ -27,6 +27,10 @@ class LimitExceeded(SupervisorError):
     """A configured limit (sessions, agents, depth, queue) is reached (RESOURCE_EXHAUSTED)."""
 
 
+class ProcessStartError(SupervisorError):
+    """A command, snapshot capture or hook could not be started (missing program, bad cwd) (INVALID_ARGUMENT)."""
+
+
 class ChildStartError(SupervisorError):
     """A supervised child failed or timed out in its start-up."""
 

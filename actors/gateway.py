@@ -41,6 +41,7 @@ from actors.errors import (
     ConstraintError,
     LimitExceeded,
     SandboxUnavailable,
+    ProcessStartError,
     SessionStateError,
     StartupFailed,
     StashFull,
@@ -69,6 +70,7 @@ AIO_POLLER_THREAD_NAME = "asyncio_grpc_aio_poller"
 STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ProcessStartError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConstraintError, grpc.StatusCode.FAILED_PRECONDITION),
     (SandboxUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (CommandForbidden, grpc.StatusCode.PERMISSION_DENIED),

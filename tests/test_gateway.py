@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from actors.gateway import MAX_MESSAGE_BYTES, serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.turn import builtin_runner
-from protos.supervisor.v1 import config_pb2, session_pb2, session_pb2_grpc
+from protos.supervisor.v1 import config_pb2, session_pb2, session_pb2_grpc, shell_pb2
 
 WAIT_S = 10.0
 TASK_KINDS = {"session_configured", "turn_started", "agent_message", "turn_completed", "turn_aborted",
@@ -131,6 +131,11 @@ def test_error_statuses(stack: tuple[session_pb2_grpc.SessionServiceStub, grpc.C
         stub.UpdateSettings(session_pb2.UpdateSettingsRequest(session_id=sid, update=config_pb2.SessionSettingsUpdate(
             cwd="")), timeout=WAIT_S)
     assert code_of(bad_cwd.value) == grpc.StatusCode.INVALID_ARGUMENT
+
+    with pytest.raises(grpc.RpcError) as exec_cwd:  # was INTERNAL: a client's mistake, not the server's
+        stub.Exec(shell_pb2.ExecRequest(session_id=sid, command="pwd", cwd=str(tmp / "missing")), timeout=WAIT_S)
+    assert code_of(exec_cwd.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cwd" in exec_cwd.value.details()  # type: ignore[attr-defined]
 
     # none of that harmed the session or its log
     stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="still here"), timeout=WAIT_S)

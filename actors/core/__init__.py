@@ -5,9 +5,16 @@ groups. It knows no session and imports no other wing.
 from __future__ import annotations
 
 from actors.core._eventlog import HISTORY_KINDS, READ_BATCH, RUNNING, STOPPED, EventLog, SessionClosed, SessionRecord
-from actors.core._hooks_process import HookSpawnError, ProcessOutcome, run_command
 from actors.core._parking import WORKER_THREAD_PREFIX, get_pool
-from actors.core._process import GroupProcess, exit_status, supervise
+from actors.core._process import (
+    MAX_OUTPUT_BYTES,
+    GroupProcess,
+    ProcessOutcome,
+    exit_status,
+    run_command,
+    signal_group,
+    supervise,
+)
 from actors.core._supervision import (
     ChildSpec,
     Restart,
@@ -34,6 +41,7 @@ from actors.core._trio_host import (
 __all__ = [
     "HISTORY_KINDS",
     "HOST_THREAD_NAME",
+    "MAX_OUTPUT_BYTES",
     "READ_BATCH",
     "RUNNING",
     "STOPPED",
@@ -42,7 +50,6 @@ __all__ = [
     "ChildSpec",
     "EventLog",
     "GroupProcess",
-    "HookSpawnError",
     "ProcessOutcome",
     "Restart",
     "SessionClosed",
@@ -65,6 +72,7 @@ __all__ = [
     "leaf_exceptions",
     "put_with_reply",
     "run_command",
+    "signal_group",
     "single_error",
     "span",
     "start_actor",

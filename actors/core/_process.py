@@ -1,14 +1,19 @@
-"""A child process in its own process group, supervised on trio; shared by snapshot capture and exec.
+"""A child process in its own process group, supervised on trio: the one runner behind exec, snapshot capture
+and hooks (like ``trio.run_process`` over ``trio.Process``, the policy differences are parameters).
 
 Contract:
 - ``GroupProcess.start`` spawns ``argv`` with ``start_new_session=True`` (the child's pid is its process group
-  id and session id), stdin from /dev/null, no TTY, stdout and stderr on two pipes.
+  id and session id), stdin from /dev/null (or a pipe when ``stdin=True``), no TTY, stdout and stderr on two
+  pipes; a spawn failure raises ``ProcessStartError``.
 - ``wait_exit`` waits for the group leader to exit WITHOUT reaping it (a pidfd), so the group id cannot be
   recycled while we may still signal the group: every ``signal_group`` happens before the reap.
 - ``supervise`` runs the output pumps, enforces the timeout (SIGTERM to the group, SIGKILL after a grace),
   lets the pumps drain briefly after the leader exits, then SIGKILLs whatever is left of the group (a
-  background grandchild included) and reaps the leader. It does this in a ``finally`` under a shielded,
+  background grandchild included; not with ``kill_leftovers=False``, the hooks' semantics: a hook that exits
+  normally may leave a background process) and reaps the leader. It does this in a ``finally`` under a shielded,
   bounded cancel scope, so cancelling the calling task (an interrupt, a session stop) kills the group too.
+- ``run_command`` is the convenience over both: stdin bytes in, bounded output out, a timeout.
+- ``signal_group`` is the tree's one ``os.killpg``.
 - Exit statuses are reported shell-style: ``128 + signal`` for a process killed by a signal.
 
 Not covered: a process that calls ``setsid()`` itself leaves the group and escapes the kill; orphans of the
@@ -24,13 +29,23 @@ import select
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from actors.core._trio_host import collapse_cancelled
+from actors.errors import ProcessStartError
 
-__all__ = ["GroupProcess", "exit_status", "supervise"]
+__all__ = [
+    "MAX_OUTPUT_BYTES",
+    "GroupProcess",
+    "ProcessOutcome",
+    "exit_status",
+    "run_command",
+    "signal_group",
+    "supervise",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +59,26 @@ REAP_TIMEOUT_S = 5.0
 #: Shell convention: a process killed by signal N exits with status 128 + N.
 SIGNAL_EXIT_BASE = 128
 
+#: Most bytes ``run_command`` keeps of each of stdout and stderr (hook output is a verdict, not a data channel).
+MAX_OUTPUT_BYTES = 1024 * 1024
+#: Read size for ``run_command``'s output pipes.
+READ_CHUNK_BYTES = 64 * 1024
+#: Appended by ``run_command`` to output cut at its limit.
+TRUNCATION_MARKER = "\n[output truncated]"
+
 Pump = Callable[[], Awaitable[None]]
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to every process of the group ``pgid``; False when the group is gone (or not ours)."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the id was reused by a process we do not own
+        logger.warning("no permission to signal process group %d", pgid)
+        return False
+    return True
 
 
 def exit_status(returncode: int) -> int:
@@ -64,26 +98,30 @@ class GroupProcess:
         self.returncode: int | None = None
 
     @classmethod
-    async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str]) -> GroupProcess:
-        """Spawn ``argv`` as the leader of a new session and process group; raises ``OSError`` on failure."""
-        proc = await trio.lowlevel.open_process(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            cwd=str(cwd),
-            env=dict(env),
-            close_fds=True,
-        )
+    async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
+                    stdin: bool = False) -> GroupProcess:
+        """Spawn ``argv`` as the leader of a new session and process group (with a stdin pipe when ``stdin``);
+        raises ``ProcessStartError`` naming the program and the cwd on failure."""
+        try:
+            proc = await trio.lowlevel.open_process(
+                list(argv),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                cwd=str(cwd),
+                env=dict(env),
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise ProcessStartError(f"could not start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}") from exc
         # No checkpoint between the spawn and the object that owns the cleanup.
         try:
             pidfd = os.pidfd_open(proc.pid)
         except OSError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             with trio.CancelScope(shield=True):
-                for stream in (proc.stdout, proc.stderr):
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
                     if stream is not None:
                         await stream.aclose()
                 await proc.wait()
@@ -94,6 +132,12 @@ class GroupProcess:
     def pid(self) -> int:
         """The leader's pid, which is also the process group id."""
         return self._proc.pid
+
+    @property
+    def stdin(self) -> trio.abc.SendStream:
+        """The write end of the child's stdin pipe (started with ``stdin=True``)."""
+        assert self._proc.stdin is not None
+        return self._proc.stdin
 
     @property
     def stdout(self) -> trio.abc.ReceiveStream:
@@ -124,8 +168,7 @@ class GroupProcess:
         """Send ``sig`` to every process of the group; a group already gone is fine."""
         if self.returncode is not None:
             return  # reaped: the group id may belong to someone else now
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
+        signal_group(self.pid, sig)
 
     async def terminate(self, grace_s: float) -> None:
         """SIGTERM the group, wait up to ``grace_s`` for the leader, then SIGKILL the group."""
@@ -134,16 +177,18 @@ class GroupProcess:
             await self.wait_exit()
         self.signal_group(signal.SIGKILL)
 
-    async def aclose(self, grace_s: float) -> int:
-        """Kill what is left of the group, close the pipes and reap the leader; returns its returncode."""
+    async def aclose(self, grace_s: float, *, kill_leftovers: bool = True) -> int:
+        """Kill what is left of the group (only a live leader's with ``kill_leftovers=False``), close the pipes
+        and reap the leader; returns its returncode."""
         if self._closed:
             assert self.returncode is not None
             return self.returncode
         with trio.CancelScope(shield=True):
             if not self.has_exited():
                 await self.terminate(grace_s)
-            self.signal_group(signal.SIGKILL)
-            for stream in (self._proc.stdout, self._proc.stderr):
+            elif kill_leftovers:
+                self.signal_group(signal.SIGKILL)
+            for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
                 if stream is not None:
                     await stream.aclose()
             with trio.move_on_after(REAP_TIMEOUT_S) as reap_scope:
@@ -166,6 +211,7 @@ async def supervise(
     timeout_s: float | None,
     kill_grace_s: float,
     drain_grace_s: float = DRAIN_GRACE_S,
+    kill_leftovers: bool = True,
 ) -> bool:
     """Run ``pumps`` (stream readers) until the process ends; returns True when it was killed at its timeout.
 
@@ -200,10 +246,81 @@ async def supervise(
                     await proc.terminate(kill_grace_s)
                 with trio.move_on_after(drain_grace_s):
                     await pumps_done.wait()
-                proc.signal_group(signal.SIGKILL)  # background leftovers of the group
-                with trio.move_on_after(PIPE_CLOSE_WAIT_S):
-                    await pumps_done.wait()
+                if kill_leftovers or timed_out:
+                    proc.signal_group(signal.SIGKILL)  # background leftovers of the group
+                    with trio.move_on_after(PIPE_CLOSE_WAIT_S):
+                        await pumps_done.wait()
                 nursery.cancel_scope.cancel()
     finally:
-        await proc.aclose(kill_grace_s)
+        await proc.aclose(kill_grace_s, kill_leftovers=kill_leftovers or timed_out)
     return timed_out
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How ``run_command`` ended: exit code (None after a timeout kill), decoded output, timeout flag."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+class _Capture:
+    """Bytes read from one pipe, kept up to a limit (the rest is read and dropped, so the writer never blocks)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes | bytearray] = []
+        self._size = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes | bytearray) -> None:
+        room = self._limit - self._size
+        if len(chunk) > room:
+            chunk = chunk[: max(room, 0)]
+            self.truncated = True
+        if chunk:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+
+    def text(self) -> str:
+        text = b"".join(self._chunks).decode("utf-8", errors="replace")
+        return text + TRUNCATION_MARKER if self.truncated else text
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    stdin: bytes,
+    cwd: str,
+    env: Mapping[str, str],
+    timeout_s: float,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
+    drain_grace_s: float = DRAIN_GRACE_S,
+    kill_leftovers: bool = True,
+) -> ProcessOutcome:
+    """Run ``argv`` with ``stdin`` to completion or until ``timeout_s`` (then SIGKILL to the group at once)."""
+    proc = await GroupProcess.start(argv, cwd=cwd, env=env, stdin=True)
+    out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
+
+    async def feed() -> None:
+        try:
+            await proc.stdin.send_all(stdin)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the command exited or closed stdin without reading its input: its choice
+        finally:
+            await proc.stdin.aclose()
+
+    def drain(stream: trio.abc.ReceiveStream, capture: _Capture) -> Pump:
+        async def pump() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while chunk := await stream.receive_some(READ_CHUNK_BYTES):
+                    capture.add(chunk)
+        return pump
+
+    timed_out = await supervise(proc, [feed, drain(proc.stdout, out), drain(proc.stderr, err)],
+                                timeout_s=timeout_s, kill_grace_s=0, drain_grace_s=drain_grace_s,
+                                kill_leftovers=kill_leftovers)
+    return ProcessOutcome(exit_code=None if timed_out else proc.returncode, stdout=out.text(), stderr=err.text(),
+                          timed_out=timed_out)

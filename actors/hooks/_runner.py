@@ -8,7 +8,7 @@ Contract:
   default ``[$SHELL, "-c"]``) with the input as JSON on stdin, cwd = the session cwd, and the environment
   plus ``CLAUDE_PROJECT_DIR`` (and ``PLUGIN_ROOT``/``CLAUDE_PLUGIN_ROOT`` for plugin hooks).
 - Each run is bounded by its hook's timeout; a timed-out hook's process group is killed (see
-  ``_hooks_process``). Results come back in configuration order and are combined by
+  ``actors.core.run_command``). Results come back in configuration order and are combined by
   ``_hooks_output.aggregate``. A failing hook never raises here: it is an ``error`` result.
 - Runs entirely on trio; cancelling the caller's scope kills every running hook's process group and reaps
   it before the cancellation propagates.
@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.core import HookSpawnError, leaf_exceptions, run_command
+from actors.core import leaf_exceptions, run_command
+from actors.errors import ProcessStartError
 from actors.hooks._model import HOOK_EVENTS, HookHandler, HookRegistry, source_to_proto
 from actors.hooks._output import AggregateResult, HookRunResult, HookVerdict, aggregate, interpret
 from protos.supervisor.v1 import hooks_pb2
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["EmitFn", "HookRunner", "UnknownHookEvent", "default_shell_program", "run_hooks"]
 
 logger = logging.getLogger(__name__)
+
+#: How long a hook's output is still read after it exited (a background child may hold the pipe open).
+HOOK_OUTPUT_DRAIN_GRACE_S = 0.5
 
 EmitFn = Callable[["Message"], None]
 
@@ -163,6 +167,9 @@ class HookRunner:
                 cwd=self.cwd,
                 env={**(self._env if self._env is not None else os.environ), **handler.extra_env(self.cwd)},
                 timeout_s=handler.timeout_s,
+                # a hook that exits normally is not killed: a background process it started may live on
+                kill_leftovers=False,
+                drain_grace_s=HOOK_OUTPUT_DRAIN_GRACE_S,
             )
             exit_code, stdout, stderr = outcome.exit_code, outcome.stdout, outcome.stderr
             if outcome.timed_out:
@@ -173,8 +180,8 @@ class HookRunner:
             else:
                 assert exit_code is not None
                 verdict = interpret(event_name, exit_code, stdout, stderr)
-        except HookSpawnError as exc:
-            verdict = HookVerdict(outcome="error", message=str(exc))
+        except ProcessStartError as exc:
+            verdict = HookVerdict(outcome="error", message=f"could not start hook shell: {exc}")
         except Exception as exc:  # a bug of ours must not take the other hooks (or the session) down
             logger.exception("hook run %s failed unexpectedly", run_id)
             verdict = HookVerdict(outcome="error", message=f"hook runner failed: {exc!r}")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import trio
 
+from actors.core import signal_group
+
 __all__ = [
     "CONNECTION_TAG_VAR",
     "find_tagged_child",
@@ -122,11 +124,4 @@ def peek_exit(pid: int) -> str | None:
 
 def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
     """Send ``sig`` to every process of the group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        logger.warning("no permission to signal process group %d", pgid)
-        return False
-    return True
+    return signal_group(pgid, sig)

@@ -154,7 +154,7 @@ def normalize_host(raw: str) -> str:
     if len(text) > MAX_NAME_LENGTH:
         raise InvalidHostError("host name too long")
     for label in labels:
-        if len(label) > MAX_LABEL_LENGTH or not _LABEL.match(label):
+        if len(label) > MAX_LABEL_LENGTH or not _LABEL.fullmatch(label):
             raise InvalidHostError(f"bad label {label!r}")
     return text
 

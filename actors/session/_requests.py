@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ def _child(session: SessionSupervisor, child_id: str, what: str) -> Any:
 def _exec(session: SessionSupervisor, request: shell_pb2.ExecRequest) -> Reply:
     if not request.command:
         raise ConfigError("command: must not be empty")
+    if request.cwd and not os.path.isdir(request.cwd):  # as StartSession checks its cwd: the client's mistake
+        raise ConfigError(f"cwd: {request.cwd!r} is not a directory")
     for name in request.env:
         if not name or "=" in name or "\x00" in name:
             raise ConfigError(f"env: invalid variable name {name!r}")

@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 import actors.shell._files as _shell_files
 import actors.shell._scripts as _shell_scripts
 from actors.core import GroupProcess, supervise
+from actors.errors import ProcessStartError
 from actors.shell._scripts import DEFAULT_SECRET_PATTERNS, ShellKind
 from protos.supervisor.v1 import shell_pb2
 
@@ -259,8 +260,8 @@ class ShellSnapshotter:
         out = _RunOutput()
         try:
             proc = await GroupProcess.start(argv, cwd=self.home, env=self._env)
-        except OSError as exc:
-            raise _CaptureFailed(f"could not start {argv[0]}: {exc}") from exc
+        except ProcessStartError as exc:
+            raise _CaptureFailed(str(exc)) from exc
         self.processes_started += 1
 
         async def read_stdout() -> None:

@@ -16,7 +16,7 @@ Contract:
   normal exit, whatever is left of the group (a background grandchild) is killed too. No process of the group
   outlives ``run`` (except one that left the group with ``setsid``).
 - Events: ``ExecBegin``, then deltas, then exactly one ``ExecEnd`` (also when interrupted or when the process
-  could not start, then with exit code -1 and ``ExecStartError`` raised). ``run`` returns an ``ExecResult``.
+  could not start, then with exit code -1 and ``ProcessStartError`` raised). ``run`` returns an ``ExecResult``.
 - Sandbox: with a ``sandbox`` (any object with ``wrap(argv, cwd, env) -> argv``; the session gives its
   ``actors.sandbox.Sandbox``), every command's argv goes through it before the spawn, unless the caller passes
   ``sandboxed=False`` (an approved escalation). A ``wrap`` that raises is a start failure: the command never
@@ -38,13 +38,13 @@ import trio
 from google.protobuf.message import Message
 
 from actors.core import GroupProcess, collapse_cancelled, exit_status, supervise
-from actors.errors import SupervisorError
+from actors.errors import ProcessStartError, SupervisorError
 from actors.shell._capture import Snapshot, default_shell
 from actors.shell._output import DeltaStreamer, OutputCapture, render_output
 from actors.shell._scripts import exec_argv
 from protos.supervisor.v1 import shell_pb2
 
-__all__ = ["DEFAULT_EXEC_TIMEOUT_S", "CommandRunner", "CommandSandbox", "ExecLimits", "ExecResult", "ExecStartError"]
+__all__ = ["DEFAULT_EXEC_TIMEOUT_S", "CommandRunner", "CommandSandbox", "ExecLimits", "ExecResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ class CommandSandbox(Protocol):
     def wrap(self, argv: Sequence[str], cwd: Path | str, env: Mapping[str, str]) -> list[str]:
         """``argv`` wrapped to run in the sandbox (raises when the sandbox cannot be built)."""
         ...
-
-
-class ExecStartError(Exception):
-    """Raised by ``CommandRunner.run`` when the command's process could not be started (bad cwd or shell)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,7 @@ class CommandRunner:
         call_id: str | None = None,
         sandboxed: bool = True,
     ) -> ExecResult:
-        """Run ``command`` in ``cwd``; returns its result (raises ``ExecStartError`` if it cannot start).
+        """Run ``command`` in ``cwd``; returns its result (raises ``ProcessStartError`` if it cannot start).
 
         ``sandboxed=False`` skips the runner's sandbox (for a command approved to run outside it).
         """
@@ -205,12 +201,10 @@ class CommandRunner:
             if self.sandbox is not None and sandboxed:
                 argv = self.sandbox.wrap(argv, cwd, env)
             proc = await GroupProcess.start(argv, cwd=cwd, env=env)
-        except (OSError, SupervisorError) as exc:
+        except SupervisorError as exc:  # ProcessStartError, or the sandbox cannot be built (its own status)
             capture.feed(f"could not start command: {exc}".encode())
             self._emit(result(START_FAILED_EXIT_CODE).to_end_event())
-            if isinstance(exc, SupervisorError):
-                raise  # the sandbox cannot be built: its own error (and status code)
-            raise ExecStartError(str(exc)) from exc
+            raise
 
         streamer = DeltaStreamer(
             call_id,

@@ -205,3 +205,10 @@ def test_split_authority() -> None:
                 "a.test:1/x", "[::1]:+1"):
         with pytest.raises(InvalidHostError):
             split_authority(bad, None)
+
+
+@pytest.mark.parametrize("raw", ["example.com\n", "A\n", "a.b\n.c"])
+def test_a_name_with_a_trailing_newline_is_refused(raw: str) -> None:
+    # `$` in a regex matches before a final newline: a label check must match the whole label
+    with pytest.raises(InvalidHostError):
+        normalize_host(raw)

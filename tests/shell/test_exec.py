@@ -13,8 +13,9 @@ import pytest
 import trio
 from google.protobuf.message import Message
 
+from actors.errors import ProcessStartError
 from actors.shell._capture import ShellSnapshotter
-from actors.shell._exec import CommandRunner, ExecLimits, ExecStartError
+from actors.shell._exec import CommandRunner, ExecLimits
 from actors.shell._output import OutputCapture, render_output
 from protos.supervisor.v1 import shell_pb2
 
@@ -228,7 +229,7 @@ async def test_extra_env_wins_over_snapshot_and_stays_out_of_argv(tmp_path: Path
 
 async def test_missing_cwd_raises_and_still_ends_the_call(tmp_path: Path) -> None:
     events = Events()
-    with pytest.raises(ExecStartError):
+    with pytest.raises(ProcessStartError):
         await _runner(events).run("true", tmp_path / "missing", call_id="m")
     begin, end = events.items
     assert isinstance(begin, shell_pb2.ExecBegin) and isinstance(end, shell_pb2.ExecEnd)

@@ -71,7 +71,7 @@ async def test_shell_tool_arguments_workdir_timeout_and_exit_codes(tmp_path: Pat
     assert not in_sub.is_error and in_sub.text.splitlines()[-1] == str(tmp_path / "sub")
     assert failed.is_error and failed.text.startswith("Exit code: 4") and failed.text.endswith("nope\n")
     assert timed_out.is_error and "timed out after 200 ms" in timed_out.text
-    assert missing_dir.is_error and missing_dir.text.startswith("tool shell failed: ExecStartError")
+    assert missing_dir.is_error and missing_dir.text.startswith("tool shell failed: ProcessStartError")
     assert bad_timeout == ToolOutput("shell: `timeout_ms` must be a positive integer", is_error=True)
     assert extra.is_error and "unknown argument(s) ['sandbox']" in extra.text
 
