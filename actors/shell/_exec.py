@@ -38,7 +38,7 @@ import trio
 from google.protobuf.message import Message
 
 from actors.core import GroupProcess, collapse_cancelled, exit_status, supervise
-from actors.errors import ProcessStartError, SupervisorError
+from actors.errors import SupervisorError
 from actors.shell._capture import Snapshot, default_shell
 from actors.shell._output import DeltaStreamer, OutputCapture, render_output
 from actors.shell._scripts import exec_argv
