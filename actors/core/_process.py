@@ -4,7 +4,7 @@ and hooks (like ``trio.run_process`` over ``trio.Process``, the policy differenc
 Contract:
 - ``GroupProcess.start`` spawns ``argv`` with ``start_new_session=True`` (the child's pid is its process group
   id and session id), stdin from /dev/null (or a pipe when ``stdin=True``), no TTY, stdout and stderr on two
-  pipes; a spawn failure raises ``ProcessStartError``.
+  pipes (or one: ``merge_stderr``; or a PTY for unified exec: ``stdio``); a spawn failure raises ``ProcessStartError``.
 - ``wait_exit`` waits for the group leader to exit WITHOUT reaping it (a pidfd), so the group id cannot be
   recycled while we may still signal the group: every ``signal_group`` happens before the reap.
 - ``supervise`` runs the output pumps, enforces the timeout (SIGTERM to the group, SIGKILL after a grace),
@@ -98,20 +98,36 @@ class GroupProcess:
         self.returncode: int | None = None
 
     @classmethod
-    async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
-                    stdin: bool = False) -> GroupProcess:
+    async def start(
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: Path | str,
+        env: Mapping[str, str],
+        stdin: bool = False,
+        merge_stderr: bool = False,
+        stdio: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> GroupProcess:
         """Spawn ``argv`` as the leader of a new session and process group (with a stdin pipe when ``stdin``);
-        raises ``ProcessStartError`` naming the program and the cwd on failure."""
+        raises ``ProcessStartError`` naming the program and the cwd on failure.
+
+        ``merge_stderr`` sends stderr into the stdout pipe (one stream, arrival order); ``stdio`` is a file
+        descriptor (a PTY's slave end) used as stdin, stdout and stderr instead of /dev/null and pipes (then
+        ``stdout``/``stderr`` are not available here); ``preexec_fn`` runs in the child after ``setsid()``
+        (e.g. to make that PTY its controlling terminal).
+        """
         try:
             proc = await trio.lowlevel.open_process(
                 list(argv),
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=(subprocess.PIPE if stdin else subprocess.DEVNULL) if stdio is None else stdio,
+                stdout=subprocess.PIPE if stdio is None else stdio,
+                stderr=(subprocess.STDOUT if merge_stderr else subprocess.PIPE) if stdio is None else stdio,
                 start_new_session=True,
                 cwd=str(cwd),
                 env=dict(env),
                 close_fds=True,
+                preexec_fn=preexec_fn,
             )
         except OSError as exc:
             raise ProcessStartError(f"could not start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}") from exc

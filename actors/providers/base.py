@@ -33,6 +33,7 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "ToolCallItem",
+    "ToolKind",
     "ToolSpec",
     "collect_response",
     "create_provider",
@@ -55,22 +56,41 @@ class ProviderError(Exception):
     """Raised when a provider cannot be configured or a model request fails."""
 
 
+ToolKind = Literal["function", "custom"]
+
+
 @dataclass(frozen=True)
 class ToolCall:
-    """One tool invocation requested by the model; ``call_id`` pairs it with its result message."""
+    """One tool invocation requested by the model; ``call_id`` pairs it with its result message.
+
+    A freeform (``custom``) tool's raw input arrives as ``arguments == {"input": TEXT}``; ``namespace`` is the
+    namespace the model called the tool in (Responses API namespaces), "" for none.
+    """
 
     call_id: str
     name: str
     arguments: dict[str, Any]
+    kind: ToolKind = "function"
+    namespace: str = ""
 
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool offered to the model: its name, what it does, and a JSON schema of its arguments."""
+    """A tool offered to the model: its name, what it does, and a JSON schema of its arguments.
+
+    ``kind="custom"`` is a freeform tool (Responses API): no JSON arguments, its input constrained by
+    ``format`` (e.g. a Lark grammar); providers without custom tools offer it as a function taking
+    ``{"input": string}``. Tools with the same ``namespace`` are offered grouped under it (Responses API),
+    flattened elsewhere.
+    """
 
     name: str
     description: str
     parameters_json_schema: dict[str, Any]
+    kind: ToolKind = "function"
+    format: dict[str, Any] | None = None
+    namespace: str = ""
+    namespace_description: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 Contract:
 - Speaks the Responses API (``POST /responses``, ``stream=True``, function tools, tool results fed back as
-  ``function_call_output`` items) or Chat Completions (``api = "chat"``). With ``api = "auto"`` (the
-  default) a 404/405 on ``/responses`` switches this provider to Chat Completions for good.
+  ``function_call_output`` items; freeform ``custom`` tools and tool ``namespace`` groups as Codex sends
+  them, their calls fed back as ``custom_tool_call`` / ``function_call`` with its namespace) or Chat
+  Completions (``api = "chat"``; freeform tools become functions of ``{"input"}``, namespaces are flattened).
+  With ``api = "auto"`` (the default) a 404/405 on ``/responses`` switches this provider to Chat Completions for good.
 - The SDK's ``AsyncOpenAI`` runs directly on trio (it is built on anyio + httpx2, both trio-capable), so a
   stream is cancelled by the caller's trio cancel scope and its connection is closed within
   ``STREAM_CLOSE_TIMEOUT_S``. A provider is bound to the trio loop that first uses it.
@@ -185,7 +187,7 @@ class OpenAIProvider:
         if request.instructions:
             params["instructions"] = request.instructions
         if request.tools:
-            params["tools"] = [responses_tool(spec) for spec in request.tools]
+            params["tools"] = responses_tools(request.tools)
             params["parallel_tool_calls"] = True
         if request.reasoning_effort:
             params["reasoning"] = {"effort": request.reasoning_effort}
@@ -225,20 +227,28 @@ class _closing:
 
 
 def responses_input(messages: list[Message]) -> list[dict[str, Any]]:
-    """The conversation as Responses API input items."""
+    """The conversation as Responses API input items (a freeform tool's call and output as custom items)."""
     items: list[dict[str, Any]] = []
+    custom_calls: set[str] = set()
     for message in messages:
         if message.role == "tool":
-            items.append({"type": "function_call_output", "call_id": _tool_call_id(message),
-                          "output": message.content})
+            call_id = _tool_call_id(message)
+            kind = "custom_tool_call_output" if call_id in custom_calls else "function_call_output"
+            items.append({"type": kind, "call_id": call_id, "output": message.content})
             continue
         if message.content or not message.tool_calls:
             items.append({"type": "message", "role": message.role, "content": message.content})
-        items.extend(
-            {"type": "function_call", "call_id": call.call_id, "name": call.name,
-             "arguments": json.dumps(call.arguments)}
-            for call in message.tool_calls
-        )
+        for call in message.tool_calls:
+            if call.kind == "custom":
+                custom_calls.add(call.call_id)
+                items.append({"type": "custom_tool_call", "call_id": call.call_id, "name": call.name,
+                              "input": str(call.arguments.get("input", ""))})
+                continue
+            item = {"type": "function_call", "call_id": call.call_id, "name": call.name,
+                    "arguments": json.dumps(call.arguments)}
+            if call.namespace:
+                item["namespace"] = call.namespace
+            items.append(item)
     return items
 
 
@@ -264,15 +274,45 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def responses_tool(spec: ToolSpec) -> dict[str, Any]:
-    """A function tool in Responses API shape."""
+    """A function or freeform (custom) tool in Responses API shape."""
+    if spec.kind == "custom":
+        tool: dict[str, Any] = {"type": "custom", "name": spec.name, "description": spec.description}
+        if spec.format is not None:
+            tool["format"] = spec.format
+        return tool
     return {"type": "function", "name": spec.name, "description": spec.description,
             "parameters": spec.parameters_json_schema, "strict": False}
 
 
+def responses_tools(specs: list[ToolSpec]) -> list[dict[str, Any]]:
+    """The tools in Responses API shape; tools of one namespace grouped where its first tool stands."""
+    tools: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if not spec.namespace:
+            tools.append(responses_tool(spec))
+            continue
+        group = groups.get(spec.namespace)
+        if group is None:
+            group = groups[spec.namespace] = {"type": "namespace", "name": spec.namespace,
+                                              "description": spec.namespace_description, "tools": []}
+            tools.append(group)
+        group["tools"].append(responses_tool(spec))
+    return tools
+
+
+#: What a freeform tool takes when a wire API has no custom tools: its raw input as one string.
+FREEFORM_AS_FUNCTION_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
+    "additionalProperties": False,
+}
+
+
 def chat_tool(spec: ToolSpec) -> dict[str, Any]:
-    """A function tool in Chat Completions shape."""
+    """A tool in Chat Completions shape (a function; a freeform tool takes ``{"input": string}``)."""
+    parameters = FREEFORM_AS_FUNCTION_SCHEMA if spec.kind == "custom" else spec.parameters_json_schema
     return {"type": "function", "function": {"name": spec.name, "description": spec.description,
-                                             "parameters": spec.parameters_json_schema}}
+                                             "parameters": parameters}}
 
 
 def _tool_call_id(message: Message) -> str:
@@ -313,7 +353,14 @@ async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncGenerator[
             item = event.item
             raw = item.arguments or "".join(arguments.pop(item.id or "", []))
             saw_call = True
-            yield ToolCallItem(ToolCall(item.call_id, item.name, parse_arguments(item.name, raw)))
+            namespace = getattr(item, "namespace", None) or ""
+            yield ToolCallItem(ToolCall(item.call_id, item.name, parse_arguments(item.name, raw),
+                                        namespace=namespace))
+        elif kind == "response.output_item.done" and getattr(event.item, "type", "") == "custom_tool_call":
+            item = event.item
+            saw_call = True
+            yield ToolCallItem(ToolCall(item.call_id, item.name, {"input": item.input or ""}, kind="custom",
+                                        namespace=getattr(item, "namespace", None) or ""))
         elif kind in ("response.completed", "response.incomplete"):
             response = event.response
             if kind == "response.completed":

@@ -155,6 +155,15 @@ class CommandRunner:
         """Use ``snapshot`` for later commands (e.g. once the capture finished)."""
         self.snapshot = snapshot
 
+    @property
+    def shell(self) -> str:
+        """The shell commands run with (the snapshot's, when there is one)."""
+        return self.snapshot.shell if self.snapshot is not None else self._shell
+
+    def environment(self, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment a command is started with: the runner's, then ``extra_env`` over it."""
+        return {**self._env, **(extra_env or {})}
+
     def argv_for(self, command: str, extra_env: Mapping[str, str] | None = None) -> list[str]:
         """The argv that runs ``command`` (through the snapshot, if any)."""
         if self.snapshot is None:

@@ -77,6 +77,13 @@ class SessionShell:
         finally:
             self._ready.set()
 
+    async def wait_ready(self) -> None:
+        """Wait (at most ``snapshot_wait_s``) until the snapshot capture ended."""
+        with trio.move_on_after(self.snapshot_wait_s):
+            await self._ready.wait()
+        if not self._ready.is_set():
+            logger.warning("shell snapshot not ready after %.0f s; running without it", self.snapshot_wait_s)
+
     async def exec(
         self,
         command: str,
@@ -88,10 +95,7 @@ class SessionShell:
         sandboxed: bool = True,
     ) -> ExecResult:
         """Run ``command`` (in ``cwd``, default the session's) once the snapshot is ready or overdue."""
-        with trio.move_on_after(self.snapshot_wait_s):
-            await self._ready.wait()
-        if not self._ready.is_set():
-            logger.warning("shell snapshot not ready after %.0f s; running without it", self.snapshot_wait_s)
+        await self.wait_ready()
         return await self.runner.run(
             command,
             cwd if cwd is not None else self.cwd,

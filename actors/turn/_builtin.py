@@ -26,10 +26,13 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.agents import AgentToolError
 from actors.approvals import ESCALATE
 from actors.errors import TurnAbortRequested
 from actors.mcp import DELIMITER, TOOL_NAME_PREFIX
 from actors.providers import ToolCall, ToolSpec
+from actors.shell import UnifiedExec
+from actors.turn import _codex, _codex_specs
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolError, ToolHandler, ToolOutput, ToolRouter
 
 if TYPE_CHECKING:
@@ -173,20 +176,33 @@ async def call_mcp(call: ToolCall, ctx: TaskContext) -> ToolOutput:
 AgentMethod = Callable[[dict[str, Any], "TaskContext"], Awaitable[Mapping[str, Any]]]
 
 
-def agent_tools(agents: Any) -> Iterator[tuple[ToolSpec, ToolHandler]]:
-    """(spec, handler) for each agent tool ``agents.specs()`` lists that has a method of its name."""
+def agent_tools(agents: Any) -> Iterator[tuple[ToolSpec, Any]]:
+    """(spec, method) for each agent tool ``agents.specs()`` lists that has a method of its name (agents
+    without the two tool sets of ``AgentTools``)."""
     for spec in agents.specs():
         method = getattr(agents, spec.name, None) if not spec.name.startswith("_") else None
         if spec.name == "specs" or not callable(method):
             logger.warning("agent tool %r has no method of that name; not offered", spec.name)
             continue
-        yield spec, _agent_handler(method)
+        yield spec, method
 
 
 def _agent_handler(method: AgentMethod) -> ToolHandler:
     async def handle(call: ToolCall, ctx: TaskContext) -> ToolOutput:
         answer = await method(dict(call.arguments), ctx)
         return ToolOutput(json.dumps(answer, default=str, ensure_ascii=False))
+
+    return handle
+
+
+def _codex_agent_handler(method: Callable[..., Awaitable[Mapping[str, Any]]]) -> ToolHandler:
+    async def handle(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+        try:
+            answer = await method(dict(call.arguments), ctx, call.call_id)
+        except AgentToolError as exc:
+            return ToolOutput(str(exc), is_error=True)
+        # Codex answers with compact JSON (serde's): {"agent_id":"...","nickname":"..."}
+        return ToolOutput(json.dumps(answer, default=str, ensure_ascii=False, separators=(",", ":")))
 
     return handle
 
@@ -229,12 +245,63 @@ def _schema(text: str, name: str) -> dict[str, Any]:
     return schema if isinstance(schema, dict) else dict(ANY_OBJECT_SCHEMA)
 
 
+#: The tool sets: Codex 0.169's (exec_command, write_stdin, update_plan, apply_patch, the multi_agent_v1
+#: namespace) and the classic one (shell, wait, ...) the playbook's plans are written against.
+CODEX_TOOL_SET = "codex"
+CLASSIC_TOOL_SET = "classic"
+
+
+def tool_set_for(ctx: TaskContext) -> str:
+    """``services["tool_set"]`` if given, else Codex's set for the ``openai`` provider, the classic one otherwise."""
+    chosen = ctx.services.get("tool_set")
+    if chosen in (CODEX_TOOL_SET, CLASSIC_TOOL_SET):
+        return str(chosen)
+    return CODEX_TOOL_SET if ctx.configuration.provider == "openai" else CLASSIC_TOOL_SET
+
+
+def _bind(function: Callable[..., Awaitable[ToolOutput]], first: Any) -> ToolHandler:
+    async def handle(call: ToolCall, ctx: TaskContext) -> ToolOutput:
+        return await function(first, call, ctx)
+
+    return handle
+
+
+def _shell_tools(router: ToolRouter, ctx: TaskContext, shell: Any, *, codex: bool) -> None:
+    unified = UnifiedExec(shell.runner, cwd=shell.cwd, emit=ctx.emit, extra_env=shell.extra_env,
+                          ready=getattr(shell, "wait_ready", None))
+    router.add_resource(unified)
+    cwd = Path(shell.cwd)
+    tools: list[tuple[ToolSpec, ToolHandler]] = [
+        (_codex_specs.EXEC_COMMAND_SPEC, _bind(_codex.exec_command, unified)),
+        (_codex_specs.WRITE_STDIN_SPEC, _bind(_codex.write_stdin, unified)),
+        (_codex_specs.UPDATE_PLAN_SPEC, _codex.update_plan),
+        (_apply_patch_spec(ctx), _bind(_codex.apply_patch, cwd)),
+    ]
+    if codex:
+        for spec, handler in tools:
+            router.register(spec, handler)
+        router.alias(SHELL_SPEC.name, run_shell)
+    else:
+        router.register(SHELL_SPEC, run_shell)
+        for spec, handler in tools:
+            router.alias(spec.name, handler)
+
+
+def _apply_patch_spec(ctx: TaskContext) -> ToolSpec:
+    # Chat Completions has no freeform tools: the JSON form there (the provider would convert it anyway)
+    api = ctx.services.get("provider_options", {}).get("api")
+    return _codex_specs.APPLY_PATCH_FUNCTION_SPEC if api == "chat" else _codex_specs.APPLY_PATCH_SPEC
+
+
 def router_for(ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUTPUT_BYTES) -> ToolRouter:
-    """The router for ``ctx``'s services and configuration (see ``_router``'s module docstring)."""
+    """The router for ``ctx``'s services and configuration (see ``_router``'s module docstring): Codex's tool
+    set or the classic one (``tool_set_for``); the other set's names are routed but not offered."""
     router = ToolRouter(max_output_bytes=max_output_bytes)
     services: Mapping[str, Any] = ctx.services
-    if services.get("shell") is not None:
-        router.register(SHELL_SPEC, run_shell)
+    codex = tool_set_for(ctx) == CODEX_TOOL_SET
+    shell = services.get("shell")
+    if shell is not None:
+        _shell_tools(router, ctx, shell, codex=codex)
     manager = services.get("mcp")
     if manager is not None:
         for spec in mcp_specs(manager):
@@ -243,8 +310,17 @@ def router_for(ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUT
         router.set_fallback(TOOL_NAME_PREFIX + DELIMITER, call_mcp)
     agents = services.get("agents")
     if agents is not None:
-        for spec, handler in agent_tools(agents):
+        if hasattr(agents, "codex_tools"):
+            methods = agents.codex_tools()
+            codex_tools = [(spec, _codex_agent_handler(methods[spec.name])) for spec in _codex_specs.AGENT_SPECS]
+            classic_tools = [(spec, _agent_handler(method)) for spec, method in agents.classic_tools()]
+            offered, hidden = (codex_tools, classic_tools) if codex else (classic_tools, codex_tools)
+        else:
+            offered, hidden = [(spec, _agent_handler(method)) for spec, method in agent_tools(agents)], []
+        for spec, handler in offered:
             router.register(spec, handler)
+        for spec, handler in hidden:
+            router.alias(spec.name, handler)
     for spec, handler in dynamic_tools(ctx.configuration, services.get("dynamic_tools")):
         router.register(spec, handler)
     return router

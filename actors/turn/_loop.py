@@ -193,6 +193,10 @@ class _Turn:
             self.conversation.append(Message.system(verdict.additional_context))
         provider = provider_for(self.ctx)
         router = router_for(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
+        async with router:  # the tools' per-turn resources: background processes die with the turn
+            return await self._loop(provider, router)
+
+    async def _loop(self, provider: ModelProvider, router: ToolRouter) -> TaskResult:
         stop_continuations = 0
         for _ in range(self.settings.max_round_trips):
             text, calls = await self._round_trip(provider, router)
@@ -309,7 +313,7 @@ class _Turn:
         else:
             if pre is not None and pre.updated_input is not None:
                 arguments = pre.updated_input
-                call = ToolCall(call.call_id, call.name, dict(arguments))
+                call = ToolCall(call.call_id, call.name, dict(arguments), call.kind, call.namespace)
             output = await router.dispatch(call, self.ctx)
             post = await self._hook(
                 "PostToolUse",

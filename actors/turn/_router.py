@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from actors.errors import TurnAbortRequested
 from actors.providers import ToolCall, ToolSpec
@@ -69,6 +71,39 @@ class ToolRouter:
         self._specs: dict[str, ToolSpec] = {}
         self._handlers: dict[str, ToolHandler] = {}
         self._fallbacks: list[tuple[str, ToolHandler]] = []
+        self._resources: list[AbstractAsyncContextManager[Any]] = []
+        self._stack: AsyncExitStack | None = None
+
+    def add_resource(self, resource: AbstractAsyncContextManager[Any]) -> None:
+        """Enter ``resource`` when the turn enters the router and leave it when the turn ends (e.g. the unified
+        exec's processes, killed then)."""
+        self._resources.append(resource)
+
+    async def __aenter__(self) -> ToolRouter:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        self._stack = stack
+        try:
+            for resource in self._resources:
+                await stack.enter_async_context(resource)
+        except BaseException:
+            self._stack = None
+            await stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def alias(self, name: str, handler: ToolHandler) -> None:
+        """Route calls to ``name`` to ``handler`` without offering it (the other tool set's names keep working
+        for a model or playbook that calls them); an offered tool of that name wins."""
+        self._handlers.setdefault(name, handler)
 
     def register(self, spec: ToolSpec, handler: ToolHandler) -> bool:
         """Offer ``spec`` to the model and route its calls to ``handler``; False if the name was taken."""
@@ -76,6 +111,7 @@ class ToolRouter:
             logger.warning("tool %r is offered twice; keeping the first one", spec.name)
             return False
         self._specs[spec.name] = spec
+        self._handlers.pop(spec.name, None)  # an alias of that name gives way
         self._handlers[spec.name] = handler
         return True
 

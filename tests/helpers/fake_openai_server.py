@@ -45,6 +45,10 @@ class ScriptedCall:
     arguments: dict[str, Any]
     call_id: str = ""
     argument_chunks: int = 3
+    #: Set for a freeform (custom) tool call: its raw input (``arguments`` is then ignored).
+    custom: str | None = None
+    #: The namespace the model calls the tool in (Responses API), if any.
+    namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,17 @@ class _Handler(BaseHTTPRequestHandler):
             item_id = f"fc_{n}"
             call_id = call.call_id or f"call_{n}"
             arguments = json.dumps(call.arguments)
+            if call.custom is not None:
+                item = {"id": item_id, "type": "custom_tool_call", "status": "completed", "call_id": call_id,
+                        "name": call.name, "input": call.custom}
+                emit("response.output_item.added", output_index=index, item=item)
+                emit("response.output_item.done", output_index=index, item=item)
+                output.append(item)
+                continue
             item = {"id": item_id, "type": "function_call", "status": "in_progress", "call_id": call_id,
                     "name": call.name, "arguments": ""}
+            if call.namespace:
+                item["namespace"] = call.namespace
             emit("response.output_item.added", output_index=index, item=item)
             for piece in _split(arguments, call.argument_chunks):
                 emit("response.function_call_arguments.delta", item_id=item_id, output_index=index,

@@ -81,7 +81,7 @@ async def test_shell_and_mcp_tool_of_one_step_run_concurrently(tmp_path: Path) -
 async def test_openai_provider_turn_feeds_the_tool_output_back(tmp_path: Path) -> None:
     recorder = Recorder()
     replies = [
-        Reply(text_deltas=("Let me ", "look."), calls=(ScriptedCall("shell", {"command": "echo from-the-shell"},
+        Reply(text_deltas=("Let me ", "look."), calls=(ScriptedCall("exec_command", {"cmd": "echo from-the-shell"},
                                                                      call_id="call_A"),)),
         Reply(text_deltas=("It printed ", "from-the-shell."), input_tokens=30, output_tokens=5),
     ]
@@ -102,15 +102,16 @@ async def test_openai_provider_turn_feeds_the_tool_output_back(tmp_path: Path) -
     assert PROVIDER_KEY not in state
     assert [r.path for r in requests] == ["/v1/responses", "/v1/responses"]
     first, second = requests[0].body, requests[1].body
-    assert first["model"] == "fake-model" and "shell" in [tool["name"] for tool in first["tools"]]
+    offered = [tool["name"] for tool in first["tools"]]
+    assert first["model"] == "fake-model" and "exec_command" in offered and "shell" not in offered  # Codex's set
     outputs = [item for item in second["input"] if item.get("type") == "function_call_output"]
     assert len(outputs) == 1 and outputs[0]["call_id"] == "call_A"
-    assert "from-the-shell" in outputs[0]["output"] and "Exit code: 0" in outputs[0]["output"]
+    assert "from-the-shell" in outputs[0]["output"] and "Process exited with code 0" in outputs[0]["output"]
     assert any(item.get("type") == "function_call" and item.get("call_id") == "call_A" for item in second["input"])
     assert result.last_agent_message == "It printed from-the-shell."
     assert (result.input_tokens, result.output_tokens) == (11 + 30, 7 + 5)
     assert [b.call_id for b in recorder.of(turn_pb2.ToolCallBegin)] == ["call_A"]
-    assert json.loads(recorder.of(turn_pb2.ToolCallBegin)[0].arguments_json) == {"command": "echo from-the-shell"}
+    assert json.loads(recorder.of(turn_pb2.ToolCallBegin)[0].arguments_json) == {"cmd": "echo from-the-shell"}
 
 
 async def test_interrupt_mid_tool_ends_promptly_and_kills_the_command(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from protos.supervisor.v1 import hooks_pb2 as _hooks_pb2
 from protos.supervisor.v1 import mcp_pb2 as _mcp_pb2
 from protos.supervisor.v1 import network_pb2 as _network_pb2
 from protos.supervisor.v1 import shell_pb2 as _shell_pb2
+from protos.supervisor.v1 import tools_pb2 as _tools_pb2
 from protos.supervisor.v1 import turn_pb2 as _turn_pb2
 import builtins as _builtins
 import sys
@@ -78,6 +79,14 @@ class Event(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     EXEC_APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
     EXEC_APPROVAL_RESOLVED_FIELD_NUMBER: _builtins.int
+    PATCH_APPLY_BEGIN_FIELD_NUMBER: _builtins.int
+    PATCH_APPLY_END_FIELD_NUMBER: _builtins.int
+    PLAN_UPDATED_FIELD_NUMBER: _builtins.int
+    COLLAB_TOOL_CALL_BEGIN_FIELD_NUMBER: _builtins.int
+    COLLAB_TOOL_CALL_END_FIELD_NUMBER: _builtins.int
+    MCP_TOOL_CALL_BEGIN_FIELD_NUMBER: _builtins.int
+    MCP_TOOL_CALL_END_FIELD_NUMBER: _builtins.int
+    TERMINAL_INTERACTION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session that emitted the event."""
     seq: _builtins.int
@@ -182,6 +191,24 @@ class Event(_message.Message):
 
     @_builtins.property
     def exec_approval_resolved(self) -> _approvals_pb2.ExecApprovalResolved: ...
+    @_builtins.property
+    def patch_apply_begin(self) -> _tools_pb2.PatchApplyBegin:
+        """The model's Codex-compatible tools (tools.proto): 240-259."""
+
+    @_builtins.property
+    def patch_apply_end(self) -> _tools_pb2.PatchApplyEnd: ...
+    @_builtins.property
+    def plan_updated(self) -> _tools_pb2.PlanUpdated: ...
+    @_builtins.property
+    def collab_tool_call_begin(self) -> _tools_pb2.CollabToolCallBegin: ...
+    @_builtins.property
+    def collab_tool_call_end(self) -> _tools_pb2.CollabToolCallEnd: ...
+    @_builtins.property
+    def mcp_tool_call_begin(self) -> _tools_pb2.McpToolCallBegin: ...
+    @_builtins.property
+    def mcp_tool_call_end(self) -> _tools_pb2.McpToolCallEnd: ...
+    @_builtins.property
+    def terminal_interaction(self) -> _tools_pb2.TerminalInteraction: ...
     def __init__(
         self,
         *,
@@ -229,12 +256,20 @@ class Event(_message.Message):
         token_count: _turn_pb2.TokenCount | None = ...,
         exec_approval_requested: _approvals_pb2.ExecApprovalRequested | None = ...,
         exec_approval_resolved: _approvals_pb2.ExecApprovalResolved | None = ...,
+        patch_apply_begin: _tools_pb2.PatchApplyBegin | None = ...,
+        patch_apply_end: _tools_pb2.PatchApplyEnd | None = ...,
+        plan_updated: _tools_pb2.PlanUpdated | None = ...,
+        collab_tool_call_begin: _tools_pb2.CollabToolCallBegin | None = ...,
+        collab_tool_call_end: _tools_pb2.CollabToolCallEnd | None = ...,
+        mcp_tool_call_begin: _tools_pb2.McpToolCallBegin | None = ...,
+        mcp_tool_call_end: _tools_pb2.McpToolCallEnd | None = ...,
+        terminal_interaction: _tools_pb2.TerminalInteraction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved", "patch_apply_begin", "patch_apply_end", "plan_updated", "collab_tool_call_begin", "collab_tool_call_end", "mcp_tool_call_begin", "mcp_tool_call_end", "terminal_interaction"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protos/supervisor/v1/shell.proto\x12\rsupervisor.v1\"\xad\x01\n\x12ShellSnapshotReady\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05shell\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.supervisor.v1.ShellKind\x12\x11\n\tinherited\x18\x05 \x01(\x08\x12\x12\n\nwithout_rc\x18\x06 \x01(\x08\x12\x16\n\x0eredacted_names\x18\x07 \x03(\t\"4\n\x13ShellSnapshotFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05shell\x18\x02 \x01(\t\":\n\tExecBegin\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\"s\n\x0f\x45xecOutputDelta\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\x12)\n\x06stream\x18\x03 \x01(\x0e\x32\x19.supervisor.v1.ExecStream\x12\x15\n\rskipped_bytes\x18\x04 \x01(\x04\"\xae\x01\n\x07\x45xecEnd\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x0c\n\x04head\x18\x08 \x01(\x0c\x12\x0c\n\x04tail\x18\t \x01(\x0c\"\xb1\x01\n\x0b\x45xecRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x04\x12\x30\n\x03\x65nv\x18\x05 \x03(\x0b\x32#.supervisor.v1.ExecRequest.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\x0c\x45xecResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\x0e\n\x06output\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x11\n\ttimed_out\x18\x07 \x01(\x08*c\n\tShellKind\x12\x1a\n\x16SHELL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSHELL_KIND_BASH\x10\x01\x12\x12\n\x0eSHELL_KIND_ZSH\x10\x02\x12\x11\n\rSHELL_KIND_SH\x10\x03*Y\n\nExecStream\x12\x1b\n\x17\x45XEC_STREAM_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XEC_STREAM_STDOUT\x10\x01\x12\x16\n\x12\x45XEC_STREAM_STDERR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n protos/supervisor/v1/shell.proto\x12\rsupervisor.v1\"\xad\x01\n\x12ShellSnapshotReady\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05shell\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.supervisor.v1.ShellKind\x12\x11\n\tinherited\x18\x05 \x01(\x08\x12\x12\n\nwithout_rc\x18\x06 \x01(\x08\x12\x16\n\x0eredacted_names\x18\x07 \x03(\t\"4\n\x13ShellSnapshotFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05shell\x18\x02 \x01(\t\"d\n\tExecBegin\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x12\n\nprocess_id\x18\x04 \x01(\t\x12\x14\n\x0c\x63ommand_argv\x18\x05 \x03(\t\"s\n\x0f\x45xecOutputDelta\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\x12)\n\x06stream\x18\x03 \x01(\x0e\x32\x19.supervisor.v1.ExecStream\x12\x15\n\rskipped_bytes\x18\x04 \x01(\x04\"\xae\x01\n\x07\x45xecEnd\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x12\x13\n\x0binterrupted\x18\x05 \x01(\x08\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x0c\n\x04head\x18\x08 \x01(\x0c\x12\x0c\n\x04tail\x18\t \x01(\x0c\"\xb1\x01\n\x0b\x45xecRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x04\x12\x30\n\x03\x65nv\x18\x05 \x03(\x0b\x32#.supervisor.v1.ExecRequest.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\x0c\x45xecResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\x0e\n\x06output\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x11\n\ttimed_out\x18\x07 \x01(\x08*c\n\tShellKind\x12\x1a\n\x16SHELL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSHELL_KIND_BASH\x10\x01\x12\x12\n\x0eSHELL_KIND_ZSH\x10\x02\x12\x11\n\rSHELL_KIND_SH\x10\x03*Y\n\nExecStream\x12\x1b\n\x17\x45XEC_STREAM_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XEC_STREAM_STDOUT\x10\x01\x12\x16\n\x12\x45XEC_STREAM_STDERR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECREQUEST_ENVENTRY']._loaded_options = None
   _globals['_EXECREQUEST_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_SHELLKIND']._serialized_start=964
-  _globals['_SHELLKIND']._serialized_end=1063
-  _globals['_EXECSTREAM']._serialized_start=1065
-  _globals['_EXECSTREAM']._serialized_end=1154
+  _globals['_SHELLKIND']._serialized_start=1006
+  _globals['_SHELLKIND']._serialized_end=1105
+  _globals['_EXECSTREAM']._serialized_start=1107
+  _globals['_EXECSTREAM']._serialized_end=1196
   _globals['_SHELLSNAPSHOTREADY']._serialized_start=52
   _globals['_SHELLSNAPSHOTREADY']._serialized_end=225
   _globals['_SHELLSNAPSHOTFAILED']._serialized_start=227
   _globals['_SHELLSNAPSHOTFAILED']._serialized_end=279
   _globals['_EXECBEGIN']._serialized_start=281
-  _globals['_EXECBEGIN']._serialized_end=339
-  _globals['_EXECOUTPUTDELTA']._serialized_start=341
-  _globals['_EXECOUTPUTDELTA']._serialized_end=456
-  _globals['_EXECEND']._serialized_start=459
-  _globals['_EXECEND']._serialized_end=633
-  _globals['_EXECREQUEST']._serialized_start=636
-  _globals['_EXECREQUEST']._serialized_end=813
-  _globals['_EXECREQUEST_ENVENTRY']._serialized_start=771
-  _globals['_EXECREQUEST_ENVENTRY']._serialized_end=813
-  _globals['_EXECRESPONSE']._serialized_start=816
-  _globals['_EXECRESPONSE']._serialized_end=962
+  _globals['_EXECBEGIN']._serialized_end=381
+  _globals['_EXECOUTPUTDELTA']._serialized_start=383
+  _globals['_EXECOUTPUTDELTA']._serialized_end=498
+  _globals['_EXECEND']._serialized_start=501
+  _globals['_EXECEND']._serialized_end=675
+  _globals['_EXECREQUEST']._serialized_start=678
+  _globals['_EXECREQUEST']._serialized_end=855
+  _globals['_EXECREQUEST_ENVENTRY']._serialized_start=813
+  _globals['_EXECREQUEST_ENVENTRY']._serialized_end=855
+  _globals['_EXECRESPONSE']._serialized_start=858
+  _globals['_EXECRESPONSE']._serialized_end=1004
 # @@protoc_insertion_point(module_scope)

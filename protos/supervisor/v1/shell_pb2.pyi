@@ -167,22 +167,34 @@ class ExecBegin(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     CWD_FIELD_NUMBER: _builtins.int
+    PROCESS_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_ARGV_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     """Unique id of this command run; ExecOutputDelta and ExecEnd carry the same id."""
     command: _builtins.str
     """The command string, as given to the shell."""
     cwd: _builtins.str
     """The working directory it runs in."""
+    process_id: _builtins.str
+    """Unified exec (exec_command): the session id the model writes to with write_stdin; "" for a one-shot command."""
+    @_builtins.property
+    def command_argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Unified exec: the command as the model sees it run, e.g. ["/bin/bash", "-lc", "CMD"] (Codex's
+        command_execution item shows it shell-quoted); empty for a one-shot command.
+        """
+
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         command: _builtins.str = ...,
         cwd: _builtins.str = ...,
+        process_id: _builtins.str = ...,
+        command_argv: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "command", b"command", "cwd", b"cwd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "command", b"command", "command_argv", b"command_argv", "cwd", b"cwd", "process_id", b"process_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
