@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from actors.providers import ToolCall, ToolSpec
 from actors.shell import UnifiedExec
 from actors.turn import _codex, _codex_specs
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolError, ToolHandler, ToolOutput, ToolRouter
+from protos.supervisor.v1 import tools_pb2
 
 if TYPE_CHECKING:
     from actors.mcp import McpRouter
@@ -164,10 +166,39 @@ def mcp_specs(manager: McpRouter) -> list[ToolSpec]:
     ]
 
 
+def _mcp_parts(manager: McpRouter, name: str) -> tuple[str, str]:
+    """(server, tool) of a qualified name, from the manager's listing (a server name may contain the
+    delimiter), else by splitting it."""
+    for listed in manager.list_tools():
+        if listed.name == name:
+            return listed.server, listed.tool
+    server, _, tool = name.removeprefix(TOOL_NAME_PREFIX + DELIMITER).partition(DELIMITER)
+    return server, tool
+
+
 async def call_mcp(call: ToolCall, ctx: TaskContext) -> ToolOutput:
-    """Call an MCP tool by its qualified name through ``ctx.services["mcp"]``."""
+    """Call an MCP tool by its qualified name through ``ctx.services["mcp"]``, framed by
+    ``McpToolCallBegin``/``McpToolCallEnd`` (Codex's mcp_tool_call item)."""
     manager: McpRouter = ctx.services["mcp"]
-    result = await manager.call_tool(call.name, dict(call.arguments), traceparent=ctx.traceparent)
+    server, tool = _mcp_parts(manager, call.name)
+    arguments_json = json.dumps(call.arguments, ensure_ascii=False)
+    ctx.emit(tools_pb2.McpToolCallBegin(call_id=call.call_id, server=server, tool=tool,
+                                        arguments_json=arguments_json))
+    started = time.monotonic()
+    end = tools_pb2.McpToolCallEnd(call_id=call.call_id, server=server, tool=tool, is_error=True,
+                                   error="the call was interrupted")
+    try:
+        result = await manager.call_tool(call.name, dict(call.arguments), traceparent=ctx.traceparent)
+        content = [{"type": "text", "text": result.text}] if result.text else []
+        structured = json.loads(result.structured_content_json) if result.structured_content_json else None
+        end.result_json = json.dumps({"content": content, "structured_content": structured}, ensure_ascii=False)
+        end.is_error, end.error = result.is_error, ""
+    except Exception as exc:
+        end.error = str(exc)
+        raise
+    finally:
+        end.duration_ms = int((time.monotonic() - started) * MS_PER_S)
+        ctx.emit(end)
     text = result.text or result.structured_content_json
     return ToolOutput(text, is_error=result.is_error)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from actors.providers import ToolCall, ToolSpec
 from actors.turn._builtin import SHELL_SPEC, router_for
 from actors.turn._router import ToolOutput, ToolRouter, bound_output
 from actors.turn._task import TaskContext
-from protos.supervisor.v1 import config_pb2
+from protos.supervisor.v1 import config_pb2, tools_pb2
 from tests.helpers.turn import TURN_BOUND_S, EchoAgents, Recorder, mcp_toolbox, session_shell, task_context
 
 
@@ -87,6 +88,12 @@ async def test_mcp_tools_route_by_qualified_name_with_errors_as_outputs(tmp_path
     assert added == ToolOutput("42", is_error=False)
     assert bad_args.is_error
     assert unknown_on_server.is_error and "mcp__toolbox__missing" in unknown_on_server.text
+    # each call is framed by McpToolCallBegin/End (Codex's mcp_tool_call item: server, tool, arguments, result)
+    begins, ends = recorder.of(tools_pb2.McpToolCallBegin), recorder.of(tools_pb2.McpToolCallEnd)
+    assert [(b.server, b.tool) for b in begins] == [("toolbox", "add"), ("toolbox", "add"), ("toolbox", "missing")]
+    assert json.loads(begins[0].arguments_json) == {"a": 2, "b": 40}
+    assert json.loads(ends[0].result_json)["content"] == [{"type": "text", "text": "42"}] and not ends[0].is_error
+    assert ends[1].is_error and ends[2].is_error
 
 
 async def test_agent_tools_call_the_method_of_their_name(tmp_path: Path) -> None:
