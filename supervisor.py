@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT; port 0 picks one and prints it")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
 
+    sub.add_parser("exec", help="Codex's `codex exec`: same options, config.toml, JSONL (exec --help)", add_help=False)
+
     sessions = sub.add_parser("sessions", help="inspect and resume logged sessions")
     ssub = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
     ssub.add_parser("list", help="list sessions in the log")
@@ -170,6 +172,15 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     return exit_code
 
 
+def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any]) -> Any:
+    from actors.config import codex_home
+    from actors.runtime import RuntimeOptions, SessionRuntime
+
+    codex = codex_home() if read_codex_config else None
+    return SessionRuntime(RuntimeOptions(home=_home(argparse.Namespace(home=None)), codex_home=codex,
+                                         config_defaults=defaults))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from actors.gateway import serve
 
@@ -226,6 +237,11 @@ def _sessions(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["exec"]:  # Codex's own grammar, parsed by actors/cli/_exec.py
+        from actors.cli._exec import exec_main
+
+        return exec_main(argv[1:], _exec_runtime)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pykka
 
-from actors.config import load_config
+from actors.config import load_config, resolve_provider
 from actors.core import (
     HISTORY_KINDS,
     RUNNING,
@@ -61,14 +61,18 @@ class RuntimeOptions:
     #: Extra children for every session (tests use it to add slow or crashing children).
     extra_children: Callable[[SessionSetup], list[ChildSpec]] | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    #: Codex's home, read as a config layer (``exec`` sets it; see ``load_config``).
+    codex_home: Path | None = None
+    #: Values below every config layer (``exec``: Codex's defaults).
+    config_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-def _provider_options(loaded: Any, provider: str) -> dict[str, Any]:
-    """Options for the model provider: `[model_providers.NAME]`, plus `playbook = PATH` for the playbook."""
-    options = dict(loaded.table("model_providers").get(provider, {}))
-    if provider == "playbook" and loaded.values.get("playbook") and "path" not in options:
+def _provider_options(loaded: Any, provider: str) -> tuple[str, dict[str, Any]]:
+    """The provider kind and its options (`[model_providers.NAME]`, Codex's tables too; `playbook = PATH`)."""
+    kind, options = resolve_provider(loaded.values, provider)
+    if kind == "playbook" and loaded.values.get("playbook") and "path" not in options:
         options["path"] = str(loaded.values["playbook"])
-    return options
+    return kind, options
 
 
 def _drop_caller_frames(exc: BaseException) -> None:
@@ -121,7 +125,8 @@ class SessionRuntime:
         if not os.path.isdir(cwd):
             raise ConfigError(f"cwd: {cwd!r} is not a directory")
         loaded = load_config(cwd=cwd, home=self.options.home, managed_dir=self.options.managed_dir,
-                             profile=request.profile or None, overrides=list(request.config_overrides))
+                             profile=request.profile or None, overrides=list(request.config_overrides),
+                             codex_home=self.options.codex_home, defaults=self.options.config_defaults)
         configuration = loaded.session
         configuration.session_source.kind = config_pb2.SessionSource.KIND_GRPC
         if request.thread_name:
@@ -137,7 +142,8 @@ class SessionRuntime:
             on_exit=self._forget, services=dict(self.options.services),
         )
         setup.services["live_session_ids"] = self.live_ids
-        setup.services["provider_options"] = _provider_options(loaded, configuration.provider)
+        kind, setup.services["provider_options"] = _provider_options(loaded, configuration.provider)
+        setup.services["provider_kind"] = kind
         setup.services["register_session"] = self._register
         setup.services["forget_session"] = self._forget
         setup.services["loaded_config"] = loaded

@@ -12,12 +12,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import actors.config._apply as _config
+from actors.config._codex import (
+    CODEX_KEY_TYPES,
+    CODEX_SILENT,
+    CODEX_UNIMPLEMENTED,
+    codex_layer_paths,
+)
 from actors.errors import ConfigError
 from protos.supervisor.v1 import config_pb2 as cfg
 
@@ -53,6 +59,7 @@ _KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "playbook": str, "network": dict, "mcp_servers": dict, "hooks": dict, "agents": dict, "agent_types": dict,
     "shell": dict, "features": dict, "profiles": dict, "model_providers": dict, "exec": dict, "plugins": dict,
     "sandbox_workspace_write": dict, "approvals": dict,
+    **CODEX_KEY_TYPES,
 }
 _ENUM_KEYS: dict[str, dict[str, Any]] = {
     "approval_policy": _APPROVAL, "approvals_reviewer": _REVIEWER, "model_reasoning_effort": _EFFORT,
@@ -153,6 +160,10 @@ def _check_types(layer: ConfigLayer, warnings: list[str]) -> None:
         if expected is None:
             warnings.append(f"{_where(layer, key)}: unknown key {key!r} ignored")
             continue
+        if key in CODEX_UNIMPLEMENTED:
+            warnings.append(f"{_where(layer, key)}: Codex key {key!r} is not implemented here (ignored)")
+        elif key in CODEX_SILENT and not isinstance(value, expected):
+            continue  # a terminal-UI setting of Codex's: its shape is not ours to judge
         if not isinstance(value, expected):
             kind = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
             raise ConfigError(f"{_where(layer, key)}: key {key!r}: expected {kind}, got {type(value).__name__}")
@@ -255,21 +266,31 @@ def load_config(
     managed_dir: Path | None = None,
     profile: str | None = None,
     overrides: Sequence[str] = (),
+    codex_home: Path | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> LoadedConfig:
-    """Load, merge and check every layer; raise ``ConfigError`` naming file, line and key."""
+    """Load, merge and check every layer; raise ``ConfigError`` naming file, line and key.
+
+    ``codex_home`` adds Codex's ``config.toml`` from there right above the managed layer (and, for a
+    ``profile`` with a ``PROFILE.config.toml`` there, that file in place of ``[profiles.PROFILE]``);
+    ``defaults`` sit below every layer (``exec`` uses them for Codex's own defaults).
+    """
     cwd = os.path.abspath(cwd or os.getcwd())
     home = home or default_home()
     managed_dir = managed_dir if managed_dir is not None else MANAGED_DIR
     warnings: list[str] = []
     layers: list[ConfigLayer] = []
     layer_dirs = [("managed", managed_dir), ("user", home), ("project", Path(cwd) / PROJECT_DIR_NAME)]
-    for source, directory in layer_dirs:
-        path = directory / CONFIG_FILE
+    files = [(source, directory / CONFIG_FILE) for source, directory in layer_dirs]
+    codex_files = codex_layer_paths(codex_home, profile) if codex_home is not None else []
+    for source, path in [files[0], *codex_files, *files[1:]]:
         layer = _read_layer(source, path)
         if layer is not None:
             _check_types(layer, warnings)
             layers.append(layer)
-    merged: dict[str, Any] = {}
+            if source == "codex-profile":
+                profile = None  # Codex's profile file is the profile
+    merged: dict[str, Any] = dict(defaults or {})
     for layer in layers:
         merged = _merge(merged, layer.values)
     if profile:

@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import trio
@@ -71,6 +71,9 @@ class OpenAIOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     store: bool = False
+    #: Extra HTTP headers and query parameters on every request (Codex's ``http_headers``, ``query_params``).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query_params: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> OpenAIOptions:
@@ -92,6 +95,8 @@ class OpenAIOptions:
                 timeout_s=float(options.get("timeout_s", DEFAULT_TIMEOUT_S)),
                 connect_timeout_s=float(options.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S)),
                 store=bool(options.get("store", False)),
+                headers={str(k): str(v) for k, v in dict(options.get("headers", {})).items()},
+                query_params={str(k): str(v) for k, v in dict(options.get("query_params", {})).items()},
             )
         except (TypeError, ValueError) as exc:
             raise ProviderError(f"bad openai provider option: {exc}") from exc
@@ -136,6 +141,8 @@ class OpenAIProvider:
                 api_key=self._api_key,
                 base_url=self.base_url,
                 max_retries=self.options.max_retries,
+                default_headers=dict(self.options.headers) or None,
+                default_query=dict(self.options.query_params) or None,
                 timeout=openai.Timeout(self.options.timeout_s, connect=self.options.connect_timeout_s),
             )
         return self._client

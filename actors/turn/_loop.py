@@ -2,8 +2,9 @@
 
 Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are read from ``ctx.services``):
 - The conversation lives in ``ctx.state["conversation"]`` (a list of provider ``Message``s) and grows across
-  turns. The provider is ``services["provider"]``, else one built from ``configuration.provider`` with
-  ``services["provider_options"]`` and cached in ``ctx.state["provider"]`` (``close_turn_state`` closes it).
+  turns. The provider is ``services["provider"]``, else one of kind ``services["provider_kind"]`` (default
+  ``configuration.provider``) built with ``services["provider_options"]`` and cached in
+  ``ctx.state["provider"]`` (``close_turn_state`` closes it).
 - UserPromptSubmit hooks run first: a block ends the turn with the reason as the agent message (the prompt
   is not kept); an updated prompt replaces the input; additional context follows the user message as a
   system message.
@@ -150,7 +151,8 @@ def provider_for(ctx: TaskContext) -> ModelProvider:
     cached = ctx.state.get(PROVIDER_KEY)
     if cached is None:
         options: Mapping[str, Any] = ctx.services.get("provider_options", {})
-        cached = create_provider(ctx.configuration.provider or "playbook", options)
+        kind = ctx.services.get("provider_kind") or ctx.configuration.provider or "playbook"
+        cached = create_provider(kind, options)
         ctx.state[PROVIDER_KEY] = cached
     return cached  # type: ignore[no-any-return]
 

@@ -9,6 +9,9 @@ Contract:
 - ``Reply.hold_after`` makes the server stop after that many text deltas and wait (bounded) until
   ``release()`` or ``close()``: a stream that is provably still open, for cancellation tests.
 - ``close()`` stops accepting, wakes held streams, cuts open connections and joins every handler thread.
+- ``router`` (optional) picks the reply from the request itself (concurrent subagents each get theirs); when it
+  returns None the next queued reply is used. A ``Reply`` can carry a reasoning summary, cached and reasoning
+  token counts; a ``ScriptedCall`` can name a tool ``namespace`` or be a freeform ``custom_tool_call``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -49,6 +53,7 @@ class ScriptedCall:
     custom: str | None = None
     #: The namespace the model calls the tool in (Responses API), if any.
     namespace: str | None = None
+    custom_input: str | None = None  # same as ``custom`` (the recorder's spelling)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class Reply:
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     hold_after: int | None = None
     status: int = 200
+    reasoning: tuple[str, ...] = ()  # summary text deltas of a reasoning item streamed before the message
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,11 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        owner._record(RecordedRequest(self.path, body, {k.lower(): v for k, v in self.headers.items()}))
+        recorded = RecordedRequest(self.path, body, {k.lower(): v for k, v in self.headers.items()})
+        owner._record(recorded)
         if self.path.endswith("/responses") and not owner.responses_api:
             self._send_json(404, {"error": {"message": "Not found", "type": "invalid_request_error"}})
             return
-        reply = owner._next_reply()
+        reply = owner._next_reply(recorded)
         if reply is None:
             self._send_json(500, {"error": {"message": "fake server: no scripted reply left"}})
             return
@@ -169,26 +178,45 @@ class _Handler(BaseHTTPRequestHandler):
 
         emit("response.created", response=base)
         output: list[dict[str, Any]] = []
+        if reply.reasoning:
+            rs_id = "rs_fake"
+            summary = "".join(reply.reasoning)
+            item = {"id": rs_id, "type": "reasoning", "summary": []}
+            emit("response.output_item.added", output_index=0, item=item)
+            emit("response.reasoning_summary_part.added", item_id=rs_id, output_index=0, summary_index=0,
+                 part={"type": "summary_text", "text": ""})
+            for delta in reply.reasoning:
+                emit("response.reasoning_summary_text.delta", item_id=rs_id, output_index=0, summary_index=0,
+                     delta=delta)
+            emit("response.reasoning_summary_text.done", item_id=rs_id, output_index=0, summary_index=0,
+                 text=summary)
+            done = {**item, "summary": [{"type": "summary_text", "text": summary}]}
+            emit("response.output_item.done", output_index=0, item=done)
+            output.append(done)
         if reply.text_deltas:
             msg_id = "msg_fake"
+            index = len(output)
             text = "".join(reply.text_deltas)
             item = {"id": msg_id, "type": "message", "role": "assistant", "status": "in_progress",
                     "content": []}
-            emit("response.output_item.added", output_index=0, item=item)
+            emit("response.output_item.added", output_index=index, item=item)
             for sent, delta in enumerate(reply.text_deltas):
                 self._maybe_hold(reply, sent)
-                emit("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0,
+                emit("response.output_text.delta", item_id=msg_id, output_index=index, content_index=0,
                      delta=delta, logprobs=[])
-            emit("response.output_text.done", item_id=msg_id, output_index=0, content_index=0,
+            emit("response.output_text.done", item_id=msg_id, output_index=index, content_index=0,
                  text=text, logprobs=[])
             done = {**item, "status": "completed",
                     "content": [{"type": "output_text", "text": text, "annotations": []}]}
-            emit("response.output_item.done", output_index=0, item=done)
+            emit("response.output_item.done", output_index=index, item=done)
             output.append(done)
         for n, call in enumerate(reply.calls):
             index = len(output)
             item_id = f"fc_{n}"
             call_id = call.call_id or f"call_{n}"
+            if call.custom_input is not None:
+                output.append(self._stream_custom_call(emit, call, index, item_id, call_id))
+                continue
             arguments = json.dumps(call.arguments)
             if call.custom is not None:
                 item = {"id": item_id, "type": "custom_tool_call", "status": "completed", "call_id": call_id,
@@ -213,9 +241,25 @@ class _Handler(BaseHTTPRequestHandler):
         usage = {
             "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
             "total_tokens": reply.input_tokens + reply.output_tokens,
-            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+            "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+            "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
         }
         emit("response.completed", response={**base, "status": "completed", "output": output, "usage": usage})
+
+    @staticmethod
+    def _stream_custom_call(
+        emit: Callable[..., None], call: ScriptedCall, index: int, item_id: str, call_id: str
+    ) -> dict[str, Any]:
+        raw = call.custom_input or ""
+        item = {"id": item_id, "type": "custom_tool_call", "status": "in_progress", "call_id": call_id,
+                "name": call.name, "input": ""}
+        emit("response.output_item.added", output_index=index, item=item)
+        for piece in _split(raw, call.argument_chunks):
+            emit("response.custom_tool_call_input.delta", item_id=item_id, output_index=index, delta=piece)
+        emit("response.custom_tool_call_input.done", item_id=item_id, output_index=index, input=raw)
+        done = {**item, "status": "completed", "input": raw}
+        emit("response.output_item.done", output_index=index, item=done)
+        return done
 
     # --- Chat Completions ----------------------------------------------------------------------
     def _stream_chat(self, reply: Reply, model: str) -> None:
@@ -254,8 +298,15 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAIServer:
     """A scripted OpenAI-compatible streaming server on loopback; use as a context manager."""
 
-    def __init__(self, replies: list[Reply] | None = None, *, responses_api: bool = True) -> None:
+    def __init__(
+        self,
+        replies: list[Reply] | None = None,
+        *,
+        responses_api: bool = True,
+        router: Callable[[RecordedRequest], Reply | None] | None = None,
+    ) -> None:
         self.responses_api = responses_api
+        self.router = router
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self._replies = list(replies or [])
@@ -329,7 +380,11 @@ class FakeOpenAIServer:
     ) -> None:
         self.close()
 
-    def _next_reply(self) -> Reply | None:
+    def _next_reply(self, request: RecordedRequest) -> Reply | None:
+        if self.router is not None:
+            routed = self.router(request)
+            if routed is not None:
+                return routed
         with self._lock:
             return self._replies.pop(0) if self._replies else None
 
