@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["exec"]:  # Codex's own grammar, parsed by actors/cli/_exec.py
-        from actors.cli._exec import exec_main
+        from actors.cli import exec_main
 
         return exec_main(argv[1:], _exec_runtime)
     args = _parser().parse_args(argv)

@@ -10,11 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from actors.cli._exec import exec_main
     from actors.cli._jsonl import JsonlTranslator
     from actors.cli._progress import ProgressView
     from actors.cli._render import render_event
 
 _WHERE = {
+    "exec_main": "actors.cli._exec",
     "JsonlTranslator": "actors.cli._jsonl",
     "ProgressView": "actors.cli._progress",
     "render_event": "actors.cli._render",
@@ -23,6 +25,7 @@ _WHERE = {
 __all__ = [
     "JsonlTranslator",
     "ProgressView",
+    "exec_main",
     "render_event",
 ]
 
