@@ -57,3 +57,34 @@ class CommandForbidden(SupervisorError):
 
 class TurnAbortRequested(SupervisorError):
     """An approval answer (or the guardian's circuit breaker) aborts the running turn; the message is the reason."""
+class InvalidRequest(SupervisorError):
+    """A request field has a value the API does not accept (an undefined enum value, a bad page token, a
+    missing directory); the message names the field (INVALID_ARGUMENT)."""
+
+
+class RequestTooLarge(LimitExceeded):
+    """A request field is longer (or has more entries) than its limit; the message names both (RESOURCE_EXHAUSTED)."""
+
+
+class OutOfRange(SupervisorError):
+    """A number in a request is beyond what the API can represent (e.g. ``from_seq >= 2**63``) (OUT_OF_RANGE)."""
+
+
+class NotFoundError(SupervisorError):
+    """A named thing (a tool, a server) does not exist (NOT_FOUND)."""
+
+
+class PreconditionFailed(SupervisorError):
+    """The call is valid but the state of what it names refuses it now (FAILED_PRECONDITION)."""
+
+
+class Unavailable(SupervisorError):
+    """A dependency (an MCP server, a model provider) is down or restarting; retry after ``retry_after_s``
+    (UNAVAILABLE, with a ``retry-after-ms`` trailer)."""
+
+    #: Default retry hint, in seconds, when the raiser knows no better one.
+    DEFAULT_RETRY_AFTER_S = 1.0
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = self.DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s

@@ -39,14 +39,20 @@ from actors.errors import (
     CommandForbidden,
     ConfigError,
     ConstraintError,
+    InvalidRequest,
     LimitExceeded,
+    NotFoundError,
+    OutOfRange,
+    PreconditionFailed,
     ProcessStartError,
     SandboxUnavailable,
     SessionStateError,
     StartupFailed,
     StashFull,
+    Unavailable,
     UnknownSession,
 )
+from actors.limits import check_request
 from actors.runtime import REQUEST_TIMEOUT_S, SessionRuntime
 from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
 
@@ -67,10 +73,20 @@ SERVER_START_TIMEOUT_S = 10.0
 #: grpc.aio's poller thread, renamed: leak checks treat ``asyncio_`` threads as process-wide.
 AIO_POLLER_THREAD_NAME = "asyncio_grpc_aio_poller"
 
+#: Most bytes of one ``EventBatch`` (a larger single event, at most ``MAX_EVENT_BYTES``, comes alone).
+MAX_BATCH_BYTES = 1024 * 1024
+#: Trailer naming how long a client should wait before retrying an UNAVAILABLE call.
+RETRY_AFTER_KEY = "retry-after-ms"
+
 STATUS_FOR: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (ProcessStartError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (ConstraintError, grpc.StatusCode.FAILED_PRECONDITION),
     (SandboxUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (CommandForbidden, grpc.StatusCode.PERMISSION_DENIED),
@@ -95,6 +111,12 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def _retry_trailer(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    if isinstance(exc, Unavailable):
+        return ((RETRY_AFTER_KEY, str(int(exc.retry_after_s * 1000))),)
+    return ()
+
+
 def _metadata_trace(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str]:
     meta = dict(context.invocation_metadata() or ())
     return str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
@@ -116,7 +138,7 @@ class SessionService:
 
     def ListSessions(self, req: session_pb2.ListSessionsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                      ) -> session_pb2.ListSessionsResponse:
-        return session_pb2.ListSessionsResponse(sessions=self.runtime.list_sessions(req.include_stopped))
+        return self.runtime.list_sessions_page(req)
 
     def _feature(self, req: Any, ctx: grpc.ServicerContext, tp: str, ts: str) -> Any:
         """Exec, ResolveApproval, GetNetworkProxy, ListHooks, ...: served by the session's children."""
@@ -154,11 +176,21 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+def _decode(request_cls: type[Message], raw: bytes) -> Message:
+    """Parse and bound-check a request; raises ``InvalidRequest`` (or a limit's narrow error)."""
+    try:
+        req = request_cls.FromString(raw)
+    except (DecodeError, RuntimeWarning, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}") from exc
+    check_request(req)
+    return req
+
+
 def _parse(request_cls: type[Message], raw: bytes, ctx: grpc.ServicerContext) -> Message:
     try:
-        return request_cls.FromString(raw)
-    except (DecodeError, RuntimeWarning) as exc:
-        ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+        return _decode(request_cls, raw)
+    except Exception as exc:
+        _fail(ctx, request_cls.DESCRIPTOR.name, exc)
         raise  # unreachable: abort raises
 
 
@@ -166,7 +198,20 @@ def _fail(ctx: grpc.ServicerContext, name: str, exc: Exception) -> None:
     code = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         logger.exception("%s failed", name)
+    trailer = _retry_trailer(exc)
+    if trailer:
+        ctx.set_trailing_metadata(trailer)
     ctx.abort(code, str(exc) or type(exc).__name__)
+
+
+async def _fail_async(ctx: grpc.aio.ServicerContext[Any, Any], name: str, exc: Exception) -> None:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        logger.exception("%s failed", name)
+    trailer = _retry_trailer(exc)
+    if trailer:
+        ctx.set_trailing_metadata(trailer)
+    await ctx.abort(code, str(exc) or type(exc).__name__)
 
 
 def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) -> Callable[..., Message]:
@@ -256,18 +301,16 @@ ASYNC_UNARY = ("Submit", "Interrupt", "UpdateSettings", "GetSession")
 def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime) -> Callable[..., Any]:
     async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
-            req = request_cls.FromString(raw)
-        except (DecodeError, RuntimeWarning) as exc:
-            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+            req = _decode(request_cls, raw)
+        except Exception as exc:
+            await _fail_async(ctx, name, exc)
+            raise
         tp, ts = _metadata_trace(ctx)
         with span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
             try:
                 return await _ask_reply(runtime, req, rpc_tp or tp, ts)
             except Exception as exc:
-                code = status_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    logger.exception("%s failed", name)
-                await ctx.abort(code, str(exc) or type(exc).__name__)
+                await _fail_async(ctx, name, exc)
         raise AssertionError("unreachable: abort raises")
 
     return handle
@@ -287,22 +330,38 @@ def _batch_bytes(run: list[tuple[int, bytes]]) -> bytes:
     return b"".join(b"\x0a" + _varint(len(data)) + data for _, data in run)
 
 
+def _split_by_bytes(run: list[tuple[int, bytes]], limit: int = MAX_BATCH_BYTES) -> list[list[tuple[int, bytes]]]:
+    """Consecutive pieces of ``run`` of at most ``limit`` bytes each (an event larger than that goes alone)."""
+    pieces: list[list[tuple[int, bytes]]] = [[]]
+    size = 0
+    for item in run:
+        cost = len(item[1]) + 1 + len(_varint(len(item[1])))
+        if pieces[-1] and size + cost > limit:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(item)
+        size += cost
+    return pieces
+
+
 def _event_stream(runtime: SessionRuntime, request_cls: type[Message], *, batched: bool
                   ) -> Callable[..., AsyncIterator[bytes]]:
     """An asyncio handler streaming a session's events: one per message, or runs of them (``EventBatch``)."""
 
     async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         try:
-            req: Any = request_cls.FromString(raw)
-        except (DecodeError, RuntimeWarning) as exc:
-            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_cls.DESCRIPTOR.full_name}: {exc}")
+            req: Any = _decode(request_cls, raw)
+        except Exception as exc:
+            await _fail_async(ctx, request_cls.DESCRIPTOR.name, exc)
+            raise
         if runtime.log.session(req.session_id) is None:
             await ctx.abort(grpc.StatusCode.NOT_FOUND, f"no session {req.session_id!r}")
         max_batch = min(req.max_batch or READ_BATCH, READ_BATCH) if batched else READ_BATCH
         async for run in runtime.log.follow_raw(req.session_id, req.from_seq, live=not req.no_follow,
                                                 max_batch=max_batch):
             if batched:
-                yield _batch_bytes(run)
+                for piece in _split_by_bytes(run):
+                    yield _batch_bytes(piece)
             else:
                 for _, data in run:
                     yield data

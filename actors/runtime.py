@@ -7,7 +7,10 @@ log, and turns a request for an unknown or stopped session into a narrow error t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import concurrent.futures
+import json
 import logging
 import os
 import threading
@@ -22,16 +25,19 @@ import pykka
 from actors.config import load_config, resolve_provider
 from actors.core import (
     HISTORY_KINDS,
+    MAX_EVENT_BYTES,
     RUNNING,
     ChildSpec,
     EventLog,
     TaskCancelled,
     actor_of,
     exc_text,
+    shrink_message,
     span,
     start_actor,
 )
-from actors.errors import ConfigError, SessionStateError, StartupFailed, UnknownSession
+from actors.errors import ConfigError, InvalidRequest, SessionStateError, StartupFailed, UnknownSession
+from actors.limits import DEFAULT_PAGE_SIZE, LIST_ENTRY_BYTES, LIST_PAGE_BYTES, MAX_PAGE_SIZE
 from actors.session import SessionSetup, SessionSupervisor
 from actors.turn import TaskRunner, default_runner
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
@@ -82,6 +88,18 @@ def _drop_caller_frames(exc: BaseException) -> None:
     while tb is not None and tb.tb_frame.f_code.co_name in ("start_session", "result", "__get_result"):
         tb = tb.tb_next
     exc.__traceback__ = tb
+
+
+def _encode_page_token(created: float, session_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created, session_id]).encode()).decode()
+
+
+def _decode_page_token(token: str) -> tuple[float, str]:
+    try:
+        created, session_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(created), str(session_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest(f"page_token: {token[:64]!r} is not a token from ListSessions") from exc
 
 
 class SessionRuntime:
@@ -238,7 +256,9 @@ class SessionRuntime:
         record = self.log.session(session_id)
         if record is None:
             raise UnknownSession(f"no session {session_id!r}")
-        return self._info_from_record(record)
+        info = self._info_from_record(record)
+        shrink_message(info, MAX_EVENT_BYTES)  # a record logged before the request limits existed
+        return info
 
     @staticmethod
     def _info_from_record(record: Any) -> session_pb2.SessionInfo:
@@ -255,6 +275,28 @@ class SessionRuntime:
     def list_sessions(self, include_stopped: bool = False) -> list[session_pb2.SessionInfo]:
         """Sessions in the log (live ones only unless ``include_stopped``), newest first."""
         return [self._info_from_record(r) for r in self.log.list_sessions(include_stopped=include_stopped)]
+
+    def list_sessions_page(self, request: session_pb2.ListSessionsRequest) -> session_pb2.ListSessionsResponse:
+        """One page of ``list_sessions``: at most ``page_size`` entries of at most ``LIST_ENTRY_BYTES`` each
+        (longer configuration texts cut with a marker) and ``LIST_PAGE_BYTES`` in all, newest first."""
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(request.page_token) if request.page_token else None
+        records = self.log.list_sessions(include_stopped=request.include_stopped, limit=size + 1, after=after)
+        response = session_pb2.ListSessionsResponse()
+        used = 0
+        last: Any = None
+        for record in records[:size]:
+            info = self._info_from_record(record)
+            shrink_message(info, LIST_ENTRY_BYTES)
+            cost = info.ByteSize() + 8
+            if response.sessions and used + cost > LIST_PAGE_BYTES:
+                break
+            response.sessions.append(info)
+            used += cost
+            last = record
+        if last is not None and (len(response.sessions) < len(records)):
+            response.next_page_token = _encode_page_token(last.created, last.session_id)
+        return response
 
     def stream(self, session_id: str, from_seq: int = 0, *, stop: threading.Event | None = None,
                follow: bool = True) -> Iterator[events_pb2.Event]:

@@ -4,7 +4,17 @@ groups. It knows no session and imports no other wing.
 
 from __future__ import annotations
 
-from actors.core._eventlog import HISTORY_KINDS, READ_BATCH, RUNNING, STOPPED, EventLog, SessionClosed, SessionRecord
+from actors.core._bounds import TRUNCATION_MARKER, shrink_message
+from actors.core._eventlog import (
+    HISTORY_KINDS,
+    MAX_EVENT_BYTES,
+    READ_BATCH,
+    RUNNING,
+    STOPPED,
+    EventLog,
+    SessionClosed,
+    SessionRecord,
+)
 from actors.core._parking import WORKER_THREAD_PREFIX, get_pool
 from actors.core._process import (
     MAX_OUTPUT_BYTES,
@@ -41,11 +51,13 @@ from actors.core._trio_host import (
 __all__ = [
     "HISTORY_KINDS",
     "HOST_THREAD_NAME",
+    "MAX_EVENT_BYTES",
     "MAX_OUTPUT_BYTES",
     "READ_BATCH",
     "RUNNING",
     "STOPPED",
     "TRACER_NAME",
+    "TRUNCATION_MARKER",
     "WORKER_THREAD_PREFIX",
     "ChildSpec",
     "EventLog",
@@ -72,6 +84,7 @@ __all__ = [
     "leaf_exceptions",
     "put_with_reply",
     "run_command",
+    "shrink_message",
     "signal_group",
     "single_error",
     "span",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors.core._bounds import shrink_message
 from protos.supervisor.v1 import events_pb2
 
 __all__ = [
@@ -48,6 +49,12 @@ __all__ = [
 SUBSCRIBER_QUEUE_LIMIT = 4096
 #: Events read from the log per query while catching up.
 READ_BATCH = 1000
+#: Largest serialized event the log stores (and a stream sends): larger ones have their biggest text fields
+#: cut with a marker (``shrink_message``); well under the gateway's 4 MiB message limit, so any one event can
+#: always be sent, alone or in a batch.
+MAX_EVENT_BYTES = 2 * 1024 * 1024
+#: Largest sequence number SQLite can store (a signed 64-bit INTEGER).
+MAX_SEQ = 2**63 - 1
 #: Logged event kinds that make up a conversation's history (replayed on resume and fork).
 HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted")
 #: How long a follower waits for a live event before checking whether its session ended.
@@ -172,16 +179,21 @@ class EventLog:
         rows = self._sessions("WHERE s.id=? AND s.status!=?", (session_id, STARTING))
         return rows[0] if rows else None
 
-    def list_sessions(self, *, include_stopped: bool = True) -> list[SessionRecord]:
-        """Visible sessions, newest first."""
-        if include_stopped:
-            return self._sessions("WHERE s.status!=?", (STARTING,))
-        return self._sessions("WHERE s.status=?", (RUNNING,))
+    def list_sessions(self, *, include_stopped: bool = True, limit: int = -1,
+                      after: tuple[float, str] | None = None) -> list[SessionRecord]:
+        """Visible sessions, newest first (ties by id, descending); at most ``limit`` (-1: all), only those
+        after ``after`` (the ``(created, id)`` of the previous page's last one)."""
+        where = "WHERE s.status!=?" if include_stopped else "WHERE s.status=?"
+        args: tuple[object, ...] = (STARTING,) if include_stopped else (RUNNING,)
+        if after is not None:
+            where += " AND (s.created < ? OR (s.created = ? AND s.id < ?))"
+            args = (*args, after[0], after[0], after[1])
+        return self._sessions(where, args, limit)
 
-    def _sessions(self, where: str, args: tuple[object, ...]) -> list[SessionRecord]:
+    def _sessions(self, where: str, args: tuple[object, ...], limit: int = -1) -> list[SessionRecord]:
         sql = ("SELECT s.id, s.status, s.created, s.forked_from, s.fork_seq, s.parent_id, s.config, "
                "(SELECT MAX(seq) FROM events e WHERE e.session_id = s.id) FROM sessions s "
-               f"{where} ORDER BY s.created DESC")
+               f"{where} ORDER BY s.created DESC, s.id DESC LIMIT {int(limit)}")
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], -1 if r[7] is None else r[7]) for r in rows]
@@ -198,6 +210,9 @@ class EventLog:
             event.seq = seq
             event.time.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: slower
             data = event.SerializeToString()
+            if len(data) > MAX_EVENT_BYTES:
+                shrink_message(event, MAX_EVENT_BYTES)
+                data = event.SerializeToString()
             self._db.execute(
                 "INSERT INTO events (session_id, seq, kind, data) VALUES (?, ?, ?, ?)",
                 (session_id, seq, event.WhichOneof("msg") or "", data),
@@ -225,20 +240,21 @@ class EventLog:
 
     def read(self, session_id: str, from_seq: int = 0, limit: int = READ_BATCH) -> list[events_pb2.Event]:
         """Logged events with ``seq >= from_seq``, in order, at most ``limit``."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT data FROM events WHERE session_id=? AND seq>=? ORDER BY seq LIMIT ?",
-                (session_id, from_seq, limit),
-            ).fetchall()
-        return [events_pb2.Event.FromString(r[0]) for r in rows]
+        return [events_pb2.Event.FromString(data) for _, data in self.read_raw(session_id, from_seq, limit)]
 
     def read_raw(self, session_id: str, from_seq: int = 0, limit: int = READ_BATCH) -> list[tuple[int, bytes]]:
-        """Like ``read`` but ``(seq, serialized event)`` pairs, unparsed."""
+        """Like ``read`` but ``(seq, serialized event)`` pairs, unparsed. An event logged larger than
+        ``MAX_EVENT_BYTES`` (by an older version) comes out bounded, so it can still be sent."""
+        if from_seq > MAX_SEQ:
+            return []
         with self._lock:
-            return self._db.execute(
+            rows: list[tuple[int, bytes]] = self._db.execute(
                 "SELECT seq, data FROM events WHERE session_id=? AND seq>=? ORDER BY seq LIMIT ?",
-                (session_id, from_seq, limit),
+                (session_id, max(from_seq, 0), limit),
             ).fetchall()
+        if any(len(data) > MAX_EVENT_BYTES for _, data in rows):
+            rows = [(seq, _bounded(data)) for seq, data in rows]
+        return rows
 
     async def follow_raw(self, session_id: str, from_seq: int = 0, *, live: bool = True,
                          max_batch: int = READ_BATCH) -> AsyncIterator[list[tuple[int, bytes]]]:
@@ -371,6 +387,14 @@ class EventLog:
                 next_seq = event.seq + 1
             if len(batch) < READ_BATCH:
                 return
+
+
+def _bounded(data: bytes) -> bytes:
+    if len(data) <= MAX_EVENT_BYTES:
+        return data
+    event = events_pb2.Event.FromString(data)
+    shrink_message(event, MAX_EVENT_BYTES)
+    return event.SerializeToString()
 
 
 @dataclass

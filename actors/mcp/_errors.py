@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.errors import ConfigError, SupervisorError
+from actors.errors import ConfigError, NotFoundError, PreconditionFailed, SupervisorError, Unavailable
 
 __all__ = [
     "McpCallFailed",
@@ -44,25 +44,25 @@ class McpRequiredServersFailed(McpError):
         self.failures = failures
 
 
-class McpServerUnavailable(McpError):
+class McpServerUnavailable(McpError, Unavailable):
     """A call needs a server that is stopped, failed, or gave up restarting."""
 
 
-class McpUnknownTool(McpError):
+class McpUnknownTool(McpError, NotFoundError):
     """No server offers a tool of that name."""
 
 
-class McpToolDisabled(McpError):
+class McpToolDisabled(McpError, PreconditionFailed):
     """The tool exists but ``enabled_tools`` / ``disabled_tools`` exclude it."""
 
 
-class McpToolChanged(McpError):
+class McpToolChanged(McpError, PreconditionFailed):
     """The tool's description or schema changed since it was accepted; ``accept_tools`` must approve it."""
 
 
-class McpToolTimeout(McpError):
+class McpToolTimeout(McpError, TimeoutError):
     """A call did not finish within the server's ``tool_timeout_sec`` (waiting for a restart included)."""
 
 
-class McpCallFailed(McpError):
+class McpCallFailed(McpError, Unavailable):
     """A call reached no result: the server answered with a protocol error or the connection broke."""

@@ -33,9 +33,18 @@ if _version_not_supported:
 
 
 class SessionServiceStub:
-    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
-    NOT_FOUND (unknown session), FAILED_PRECONDITION (an administrator constraint refuses the change, or the
-    session is not in a state that allows the call), RESOURCE_EXHAUSTED (message too large, limits reached).
+    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration, an undefined enum value, a bad
+    page token, a missing directory; the message names the field), OUT_OF_RANGE (a number beyond 2^63-1),
+    NOT_FOUND (unknown session or tool), FAILED_PRECONDITION (an administrator constraint refuses the change, or
+    the session is not in a state that allows the call), RESOURCE_EXHAUSTED (a message or field too large,
+    limits reached; the message names the field and its limit), UNAVAILABLE (a dependency such as an MCP server
+    is down or restarting; the `retry-after-ms` trailer says when to retry).
+
+    Request limits (checked before any session sees the request; see actors/limits.py): any request 4 MiB;
+    `input` and agent `message` 1 MiB; `arguments_json`/`content_json` 1 MiB; Exec `command` 128 KiB;
+    `developer_instructions` 256 KiB; `thread_name` 1 KiB; `config_overrides` 64 entries of 16 KiB; Exec `env`
+    256 entries (key 1 KiB, value 32 KiB); any other text field 4 KiB; any other list 1,000 entries. A logged
+    event is at most 2 MiB (larger text fields are cut, with a "[... N bytes truncated ...]" marker).
     """
 
     def __init__(self, channel):
@@ -162,9 +171,18 @@ class SessionServiceStub:
 
 
 class SessionServiceServicer:
-    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
-    NOT_FOUND (unknown session), FAILED_PRECONDITION (an administrator constraint refuses the change, or the
-    session is not in a state that allows the call), RESOURCE_EXHAUSTED (message too large, limits reached).
+    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration, an undefined enum value, a bad
+    page token, a missing directory; the message names the field), OUT_OF_RANGE (a number beyond 2^63-1),
+    NOT_FOUND (unknown session or tool), FAILED_PRECONDITION (an administrator constraint refuses the change, or
+    the session is not in a state that allows the call), RESOURCE_EXHAUSTED (a message or field too large,
+    limits reached; the message names the field and its limit), UNAVAILABLE (a dependency such as an MCP server
+    is down or restarting; the `retry-after-ms` trailer says when to retry).
+
+    Request limits (checked before any session sees the request; see actors/limits.py): any request 4 MiB;
+    `input` and agent `message` 1 MiB; `arguments_json`/`content_json` 1 MiB; Exec `command` 128 KiB;
+    `developer_instructions` 256 KiB; `thread_name` 1 KiB; `config_overrides` 64 entries of 16 KiB; Exec `env`
+    256 entries (key 1 KiB, value 32 KiB); any other text field 4 KiB; any other list 1,000 entries. A logged
+    event is at most 2 MiB (larger text fields are cut, with a "[... N bytes truncated ...]" marker).
     """
 
     def StartSession(self, request, context):
@@ -459,9 +477,18 @@ def add_SessionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SessionService:
-    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration; the message names the field),
-    NOT_FOUND (unknown session), FAILED_PRECONDITION (an administrator constraint refuses the change, or the
-    session is not in a state that allows the call), RESOURCE_EXHAUSTED (message too large, limits reached).
+    """Hosts coding-agent sessions. Errors: INVALID_ARGUMENT (bad configuration, an undefined enum value, a bad
+    page token, a missing directory; the message names the field), OUT_OF_RANGE (a number beyond 2^63-1),
+    NOT_FOUND (unknown session or tool), FAILED_PRECONDITION (an administrator constraint refuses the change, or
+    the session is not in a state that allows the call), RESOURCE_EXHAUSTED (a message or field too large,
+    limits reached; the message names the field and its limit), UNAVAILABLE (a dependency such as an MCP server
+    is down or restarting; the `retry-after-ms` trailer says when to retry).
+
+    Request limits (checked before any session sees the request; see actors/limits.py): any request 4 MiB;
+    `input` and agent `message` 1 MiB; `arguments_json`/`content_json` 1 MiB; Exec `command` 128 KiB;
+    `developer_instructions` 256 KiB; `thread_name` 1 KiB; `config_overrides` 64 entries of 16 KiB; Exec `env`
+    256 entries (key 1 KiB, value 32 KiB); any other text field 4 KiB; any other list 1,000 entries. A logged
+    event is at most 2 MiB (larger text fields are cut, with a "[... N bytes truncated ...]" marker).
     """
 
     @staticmethod

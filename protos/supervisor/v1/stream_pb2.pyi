@@ -37,7 +37,9 @@ class StreamEventBatchesRequest(_message.Message):
     no_follow: _builtins.bool
     """Return after the logged events instead of following live ones."""
     max_batch: _builtins.int
-    """Most events in one batch (0 = the server's default, 1000)."""
+    """Most events in one batch (0 = the server's default, 1000). A batch is also at most 1 MiB (a larger single
+    event, at most 2 MiB, comes alone).
+    """
     def __init__(
         self,
         *,
