@@ -27,6 +27,8 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ProviderError",
+    "ProviderStatusError",
+    "ProviderUnavailable",
     "Role",
     "StreamItem",
     "TextDelta",
@@ -54,6 +56,18 @@ PROVIDER_KINDS: dict[str, str] = {
 
 class ProviderError(Exception):
     """Raised when a provider cannot be configured or a model request fails."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The model server cannot be reached, or the connection broke or timed out (a dependency is down)."""
+
+
+class ProviderStatusError(ProviderError):
+    """The model server answered with an HTTP error status (``status``); the message carries its reason."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 ToolKind = Literal["function", "custom"]

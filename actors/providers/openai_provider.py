@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server through the official ``openai`` SDK, streamed on trio.
+"""Any OpenAI-compatible server, streamed on trio through a lean HTTP client (no SDK on the hot path).
 
 Contract:
 - Speaks the Responses API (``POST /responses``, ``stream=True``, function tools, tool results fed back as
@@ -6,33 +6,42 @@ Contract:
   them, their calls fed back as ``custom_tool_call`` / ``function_call`` with its namespace) or Chat
   Completions (``api = "chat"``; freeform tools become functions of ``{"input"}``, namespaces are flattened).
   With ``api = "auto"`` (the default) a 404/405 on ``/responses`` switches this provider to Chat Completions for good.
-- The SDK's ``AsyncOpenAI`` runs directly on trio (it is built on anyio + httpx2, both trio-capable), so a
-  stream is cancelled by the caller's trio cancel scope and its connection is closed within
-  ``STREAM_CLOSE_TIMEOUT_S``. A provider is bound to the trio loop that first uses it.
-- ``openai`` is imported on first use, in a worker thread (the import takes ~0.7 s and must not stall the
-  shared loop). Retries are the SDK's (``max_retries``, small by default).
-- Base URL, API key: options first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
-- Every SDK or transport failure surfaces as ``ProviderError``.
+- The wire is ``_http.HttpClient`` (h11 over trio sockets) and ``_sse.SseDecoder``; events are plain dicts
+  from ``json.loads``. Nothing of the ``openai`` SDK is imported (it costs ~0.7 s to import and ~0.5 s to
+  build its pydantic models on the first stream, on the shared trio thread). Importing this module costs
+  ~15 ms (h11).
+- A stream is cancelled by the caller's trio cancel scope, which closes its connection at once. A provider
+  is bound to the trio loop that first uses it; connections are kept alive between requests.
+- Retries: up to ``max_retries`` more attempts when the server cannot be reached or answers 408/409/429/5xx
+  before the stream started, after ``RETRY_BASE_S`` * 2^attempt (or the server's ``Retry-After``), at most
+  ``RETRY_MAX_S``. Nothing is retried once a stream has begun.
+- Base URL, API key: options first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; ``OPENAI_ORG_ID`` and
+  ``OPENAI_PROJECT_ID`` are sent as the SDK sends them.
+- Every failure is a ``ProviderError``: ``ProviderUnavailable`` when the server cannot be reached or the
+  connection breaks or times out, ``ProviderStatusError`` (with ``status``) for an HTTP error answer.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import trio
 
+from actors.providers._http import HttpClient, StreamingResponse
+from actors.providers._sse import SseDecoder
 from actors.providers.base import (
     Completed,
     Message,
     ModelRequest,
     ProviderError,
+    ProviderStatusError,
+    ProviderUnavailable,
     StreamItem,
     TextDelta,
     TokenUsage,
@@ -45,18 +54,30 @@ __all__ = ["OpenAIOptions", "OpenAIProvider"]
 
 logger = logging.getLogger(__name__)
 
-#: SDK retries on 408/409/429/5xx and connection errors; a turn loop wants a failure reported soon.
+#: Retries when the server is unreachable or busy; a turn loop wants a failure reported soon.
 DEFAULT_MAX_RETRIES = 2
 #: Longest silence between two reads of a stream (models can think for a while before the first token).
 DEFAULT_TIMEOUT_S = 300.0
 #: Longest wait to establish a connection.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-#: Bound on closing a stream's connection when the consumer stops or is cancelled.
+#: Bound on reading the rest of a finished stream (so its connection can be reused) or closing it.
 STREAM_CLOSE_TIMEOUT_S = 2.0
 #: HTTP statuses on ``/responses`` meaning "this server has no Responses API".
 NO_RESPONSES_API_STATUSES = frozenset({404, 405})
+#: Statuses worth another attempt (the SDK's set): timeout, conflict, rate limit, server errors.
+RETRY_STATUSES = frozenset({408, 409, 429})
+SERVER_ERROR_MIN = 500
+#: Backoff between attempts: base * 2^attempt, capped (also caps a server's Retry-After).
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 8.0
+#: Where requests go when neither the options nor OPENAI_BASE_URL say.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Chat Completions' end-of-stream marker.
+CHAT_DONE = "[DONE]"
 
 Api = Literal["auto", "responses", "chat"]
+#: A stream parser: the events' JSON objects in, stream items out.
+_Parser = Callable[[AsyncIterator[dict[str, Any]]], AsyncGenerator[StreamItem, None]]
 
 
 @dataclass(frozen=True)
@@ -114,13 +135,19 @@ class OpenAIProvider:
 
     def __init__(self, options: OpenAIOptions | None = None) -> None:
         self.options = options or OpenAIOptions()
-        self.base_url = self.options.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._api_key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
-        if not self._api_key:
+        self.base_url = self.options.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        api_key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
             raise ProviderError("openai provider needs an API key: set options.api_key or OPENAI_API_KEY")
+        headers = {"authorization": f"Bearer {api_key}", "accept": "text/event-stream"}
+        for header, var in (("openai-organization", "OPENAI_ORG_ID"), ("openai-project", "OPENAI_PROJECT_ID")):
+            if os.environ.get(var):
+                headers[header] = os.environ[var]
+        headers.update({k.lower(): v for k, v in self.options.headers.items()})
+        self._http = HttpClient(self.base_url, headers=headers, query=self.options.query_params,
+                                connect_timeout_s=self.options.connect_timeout_s,
+                                read_timeout_s=self.options.timeout_s)
         self._api: Api = self.options.api
-        self._client: Any = None
-        self._openai: Any = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> OpenAIProvider:
@@ -132,57 +159,98 @@ class OpenAIProvider:
         """The wire API in use: ``chat`` once a fallback happened."""
         return self._api
 
-    async def _ensure_client(self) -> Any:
-        if self._openai is None:
-            self._openai = await trio.to_thread.run_sync(importlib.import_module, "openai")
-        if self._client is None:
-            openai = self._openai
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=self.options.max_retries,
-                default_headers=dict(self.options.headers) or None,
-                default_query=dict(self.options.query_params) or None,
-                timeout=openai.Timeout(self.options.timeout_s, connect=self.options.connect_timeout_s),
-            )
-        return self._client
+    async def warm(self) -> None:
+        """Connect ahead of the first request (a failure here is left for the request to report)."""
+        try:
+            await self._http.warm()
+        except ProviderError as exc:
+            logger.debug("pre-connecting to %s failed: %s", self.base_url, exc)
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[StreamItem, None]:
         """Send ``request``; yield text deltas and tool calls as they arrive, then ``Completed``."""
         model = request.model or self.options.model
         if not model:
             raise ProviderError("no model: set ModelRequest.model or the provider option model")
-        client = await self._ensure_client()
-        openai = self._openai
+        parse: _Parser
+        if self._api == "chat":
+            path, params, parse, done = "chat/completions", self._chat_params(model, request), _parse_chat_stream, \
+                CHAT_DONE
+        else:
+            path, params, parse, done = "responses", self._responses_params(model, request), \
+                _parse_responses_stream, None
+        completed: Completed | None = None
         try:
-            if self._api != "chat":
-                try:
-                    sdk_stream = await client.responses.create(**self._responses_params(model, request))
-                except openai.APIStatusError as exc:
-                    if self._api != "auto" or exc.status_code not in NO_RESPONSES_API_STATUSES:
-                        raise
-                    logger.info("%s has no Responses API (HTTP %s); using Chat Completions",
-                                self.base_url, exc.status_code)
-                    self._api = "chat"
-                else:
-                    async with _closing(sdk_stream), aclosing(_parse_responses_stream(sdk_stream)) as items:
-                        async for item in items:
+            async with self._post(path, params) as response:
+                async with aclosing(_sse_data(response, done)) as data, aclosing(parse(data)) as items:
+                    async for item in items:
+                        if isinstance(item, Completed):
+                            completed = item  # held back until the body is read: the connection stays usable
+                        else:
                             yield item
-                    return
-            sdk_stream = await client.chat.completions.create(**self._chat_params(model, request))
-            async with _closing(sdk_stream), aclosing(_parse_chat_stream(sdk_stream)) as chat_items:
-                async for item in chat_items:
-                    yield item
-        except openai.OpenAIError as exc:
-            raise ProviderError(f"model request to {self.base_url or 'OpenAI'} failed: {exc}") from exc
+                await _finish(response)
+        except ProviderStatusError as exc:
+            if path != "responses" or self._api != "auto" or exc.status not in NO_RESPONSES_API_STATUSES:
+                raise
+            logger.info("%s has no Responses API (HTTP %s); using Chat Completions", self.base_url, exc.status)
+            self._api = "chat"
+            async for item in self.stream(request):
+                yield item
+            return
+        assert completed is not None  # both parsers end with Completed or raise
+        yield completed
 
     async def aclose(self) -> None:
-        """Close the SDK client and its connection pool (idempotent)."""
-        client, self._client = self._client, None
-        if client is not None:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + STREAM_CLOSE_TIMEOUT_S
-                await client.close()
+        """Close the kept-alive connections (idempotent)."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + STREAM_CLOSE_TIMEOUT_S
+            await self._http.aclose()
+
+    @asynccontextmanager
+    async def _post(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[StreamingResponse, None]:
+        """POST ``payload``; yield a 2xx response; retry what may pass (see the module docstring)."""
+        body = json.dumps(payload).encode()
+        attempt = 0
+        while True:
+            streamed = False
+            try:
+                async with self._http.post(path, body) as response:
+                    if response.status < 400:
+                        streamed = True
+                        yield response
+                        return
+                    error = await self._status_error(response)
+                delay = _retry_after(response.headers.get("retry-after"))
+            except ProviderUnavailable as exc:
+                if streamed or attempt >= self.options.max_retries:
+                    raise ProviderUnavailable(f"model request to {self.base_url} failed: {exc}") from exc
+                delay = None
+            else:
+                retryable = error.status in RETRY_STATUSES or error.status >= SERVER_ERROR_MIN
+                if not retryable or attempt >= self.options.max_retries:
+                    raise error
+            delay = min(RETRY_MAX_S, delay if delay is not None else RETRY_BASE_S * 2**attempt)
+            logger.info("model request to %s: attempt %d failed; retrying in %.1f s", self.base_url,
+                        attempt + 1, delay)
+            attempt += 1
+            await trio.sleep(delay)
+
+    async def _status_error(self, response: StreamingResponse) -> ProviderStatusError:
+        try:
+            raw = await response.read_error_body()
+        except ProviderError:
+            raw = b""
+        detail = raw.decode(errors="replace").strip()
+        try:
+            error = json.loads(raw).get("error")
+            if isinstance(error, dict) and error.get("message"):
+                detail = str(error["message"])
+            elif isinstance(error, str):
+                detail = error
+        except (ValueError, AttributeError):
+            pass
+        return ProviderStatusError(
+            f"model request to {self.base_url} failed: HTTP {response.status}: {detail[:500] or '(no body)'}",
+            response.status)
 
     def _responses_params(self, model: str, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -215,19 +283,35 @@ class OpenAIProvider:
         return params
 
 
-class _closing:
-    """Close an SDK stream on exit, even when cancelled, within ``STREAM_CLOSE_TIMEOUT_S``."""
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (the HTTP-date form is not worth parsing here)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
-    def __init__(self, sdk_stream: Any) -> None:
-        self._stream = sdk_stream
 
-    async def __aenter__(self) -> Any:
-        return self._stream
+async def _sse_data(response: StreamingResponse, done: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
+    """The JSON objects of a response's SSE ``data`` fields, until the body ends (or the ``done`` marker)."""
+    decoder = SseDecoder()
+    async for chunk in response.chunks():
+        for event in decoder.feed(chunk):
+            if done is not None and event.data == done:
+                return
+            try:
+                value = json.loads(event.data)
+            except ValueError as exc:
+                raise ProviderError(f"model stream sent an event that is not JSON: {event.data[:200]!r}") from exc
+            if isinstance(value, dict):
+                yield value
+    decoder.close()
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + STREAM_CLOSE_TIMEOUT_S
-            await self._stream.close()
+
+async def _finish(response: StreamingResponse) -> None:
+    """Read what is left of a finished stream (normally nothing), bounded, so its connection can be reused."""
+    with trio.move_on_after(STREAM_CLOSE_TIMEOUT_S):
+        async for _ in response.chunks():
+            pass
 
 
 # --- request conversion ----------------------------------------------------------------------------
@@ -344,79 +428,77 @@ def parse_arguments(name: str, raw: str) -> dict[str, Any]:
 # --- stream parsing --------------------------------------------------------------------------------
 
 
-async def _parse_responses_stream(events: AsyncIterator[Any]) -> AsyncGenerator[StreamItem, None]:
+async def _parse_responses_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[StreamItem, None]:
     arguments: dict[str, list[str]] = {}
     saw_call = False
-    completed: Completed | None = None
-    events = aiter(events)  # one iterator for the loop and the drain below
     async for event in events:
-        kind = getattr(event, "type", "")
+        kind = event.get("type", "")
         if kind == "response.output_text.delta":
-            if event.delta:
-                yield TextDelta(event.delta)
+            if event.get("delta"):
+                yield TextDelta(event["delta"])
         elif kind == "response.function_call_arguments.delta":
-            arguments.setdefault(event.item_id, []).append(event.delta)
-        elif kind == "response.output_item.done" and getattr(event.item, "type", "") == "function_call":
-            item = event.item
-            raw = item.arguments or "".join(arguments.pop(item.id or "", []))
+            arguments.setdefault(event.get("item_id", ""), []).append(event.get("delta") or "")
+        elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") == "function_call":
+            item = event["item"]
+            name = item.get("name", "")
+            raw = item.get("arguments") or "".join(arguments.pop(item.get("id") or "", []))
             saw_call = True
-            namespace = getattr(item, "namespace", None) or ""
-            yield ToolCallItem(ToolCall(item.call_id, item.name, parse_arguments(item.name, raw),
-                                        namespace=namespace))
-        elif kind == "response.output_item.done" and getattr(event.item, "type", "") == "custom_tool_call":
-            item = event.item
+            yield ToolCallItem(ToolCall(item.get("call_id", ""), name, parse_arguments(name, raw),
+                                        namespace=item.get("namespace") or ""))
+        elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") == "custom_tool_call":
+            item = event["item"]
             saw_call = True
-            yield ToolCallItem(ToolCall(item.call_id, item.name, {"input": item.input or ""}, kind="custom",
-                                        namespace=getattr(item, "namespace", None) or ""))
+            yield ToolCallItem(ToolCall(item.get("call_id", ""), item.get("name", ""),
+                                        {"input": item.get("input") or ""}, kind="custom",
+                                        namespace=item.get("namespace") or ""))
         elif kind in ("response.completed", "response.incomplete"):
-            response = event.response
+            response = event.get("response") or {}
             if kind == "response.completed":
                 finish = "tool_calls" if saw_call else "stop"
             else:
-                details = getattr(response, "incomplete_details", None)
-                finish = getattr(details, "reason", None) or "incomplete"
-            completed = Completed(_responses_usage(getattr(response, "usage", None)), finish)
-            break
+                finish = (response.get("incomplete_details") or {}).get("reason") or "incomplete"
+            yield Completed(_responses_usage(response.get("usage")), finish)
+            return
         elif kind == "response.failed":
-            error = getattr(event.response, "error", None)
-            raise ProviderError(f"model response failed: {getattr(error, 'message', None) or error}")
+            error = (event.get("response") or {}).get("error")
+            message = error.get("message") if isinstance(error, dict) else error
+            raise ProviderError(f"model response failed: {message}")
         elif kind == "error":
-            raise ProviderError(f"model stream error: {getattr(event, 'message', event)}")
-    if completed is None:
-        raise ProviderError("model stream ended before response.completed")
-    # The SDK's generators are only cleaned up by running out: read the (empty) rest, bounded.
-    with trio.move_on_after(STREAM_CLOSE_TIMEOUT_S):
-        async for _ in events:
-            pass
-    yield completed
+            raise ProviderError(f"model stream error: {event.get('message') or event}")
+    raise ProviderError("model stream ended before response.completed")
 
 
-def _responses_usage(usage: Any) -> TokenUsage:
-    if usage is None:
+def _responses_usage(usage: dict[str, Any] | None) -> TokenUsage:
+    if not usage:
         return TokenUsage()
-    return TokenUsage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
+    return TokenUsage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0),
+                      int(usage.get("total_tokens") or 0))
 
 
-async def _parse_chat_stream(chunks: AsyncIterator[Any]) -> AsyncGenerator[StreamItem, None]:
+async def _parse_chat_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[StreamItem, None]:
     pending: dict[int, dict[str, Any]] = {}
     finish: str | None = None
     usage = TokenUsage()
-    async for chunk in chunks:
-        if chunk.usage is not None:
-            usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens,
-                               chunk.usage.total_tokens)
-        for choice in chunk.choices:
-            delta = choice.delta
-            if delta is not None and delta.content:
-                yield TextDelta(delta.content)
-            for part in (delta.tool_calls or []) if delta is not None else []:
-                slot = pending.setdefault(part.index, {"id": "", "name": "", "arguments": []})
-                slot["id"] = part.id or slot["id"]
-                if part.function is not None:
-                    slot["name"] = part.function.name or slot["name"]
-                    slot["arguments"].append(part.function.arguments or "")
-            if choice.finish_reason:
-                finish = choice.finish_reason
+    async for chunk in events:
+        if chunk.get("usage"):
+            u = chunk["usage"]
+            usage = TokenUsage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0),
+                               int(u.get("total_tokens") or 0))
+        if chunk.get("error"):
+            error = chunk["error"]
+            raise ProviderError(f"model stream error: {error.get('message') if isinstance(error, dict) else error}")
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                yield TextDelta(delta["content"])
+            for part in delta.get("tool_calls") or []:
+                slot = pending.setdefault(int(part.get("index") or 0), {"id": "", "name": "", "arguments": []})
+                slot["id"] = part.get("id") or slot["id"]
+                function = part.get("function") or {}
+                slot["name"] = function.get("name") or slot["name"]
+                slot["arguments"].append(function.get("arguments") or "")
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
                 for item in _flush_chat_calls(pending):
                     yield item
     for item in _flush_chat_calls(pending):
