@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers.fake_openai_server import FakeOpenAIServer, RecordedRequest, Reply, ScriptedCall  # noqa: E402
+from tests.helpers.fake_openai_server import FakeOpenAIServer, RecordedRequest, Reply, ScriptedCall
 
 ROUNDS = 3
 SCENARIOS = ("simple", "mcp", "shell", "spawn")
