@@ -7,6 +7,7 @@ Commands:
   sessions list         list sessions in the event log
   sessions show ID      print a session's logged events
   sessions resume ID    resume a logged session in this process and run PROMPT in it
+  sessions fork ID      fork a logged session (all of it, or --after-turn N) and run PROMPT in the fork
 
 This file only parses arguments, loads configuration and wires parts together; the logic lives in actors/.
 Heavy packages (grpc, mcp, openai, the OpenTelemetry SDK) are imported only by the commands that need them.
@@ -75,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("session_id")
     resume.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
     session_options(resume)
+    fork = ssub.add_parser("fork", help="fork a session (its conversation up to a point) and run a prompt")
+    fork.add_argument("session_id")
+    fork.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    fork.add_argument("--after-turn", type=int, default=0, metavar="N",
+                      help="copy the conversation up to the end of turn N only")
+    session_options(fork)
     return parser
 
 
@@ -128,10 +135,12 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     translator = JsonlTranslator(verbose=args.all_events)
     exit_code = 0
     try:
+        modes = {"resume": session_pb2.START_MODE_RESUME, "fork": session_pb2.START_MODE_FORK}
         request = session_pb2.StartSessionRequest(
-            mode=session_pb2.START_MODE_RESUME if mode == "resume" else session_pb2.START_MODE_NEW,
+            mode=modes.get(mode, session_pb2.START_MODE_NEW),
             session_id=session_id, cwd=args.cwd or os.getcwd(), profile=args.profile or "",
             config_overrides=args.config, client_name="supervisor.py",
+            fork_after_turn=max(0, getattr(args, "after_turn", 0)),
         )
         started = runtime.start_session(request)
         sid = started.session_id
@@ -224,8 +233,8 @@ def _sessions(args: argparse.Namespace) -> int:
     from actors.core import EventLog
     from actors.runtime import EVENT_LOG_FILE
 
-    if args.action == "resume":
-        return _run_session(args, "resume", args.session_id)
+    if args.action in ("resume", "fork"):
+        return _run_session(args, args.action, args.session_id)
     log_path = _home(args) / EVENT_LOG_FILE
     if not log_path.exists():
         print("no sessions yet", file=sys.stderr)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pykka
 
-from actors.config import load_config, resolve_provider
+from actors.config import apply, load_config, resolve_provider
 from actors.core import (
     HISTORY_KINDS,
     MAX_EVENT_BYTES,
@@ -36,7 +36,7 @@ from actors.core import (
     span,
     start_actor,
 )
-from actors.errors import ConfigError, InvalidRequest, SessionStateError, StartupFailed, UnknownSession
+from actors.errors import ConfigError, ConstraintError, InvalidRequest, SessionStateError, StartupFailed, UnknownSession
 from actors.limits import DEFAULT_PAGE_SIZE, LIST_ENTRY_BYTES, LIST_PAGE_BYTES, MAX_PAGE_SIZE
 from actors.session import SessionSetup, SessionSupervisor
 from actors.turn import TaskRunner, default_runner
@@ -169,9 +169,8 @@ class SessionRuntime:
             record = self.log.session(request.session_id) if request.session_id else None
             if record is None:
                 raise UnknownSession(f"session {request.session_id!r} is not in the log")
-            logged = config_pb2.SessionConfiguration.FromString(record.config)
-            if not request.cwd:
-                configuration.cwd = logged.cwd
+            configuration = self._restored(record, configuration, loaded.constraints, request, setup.warnings)
+            setup.configuration = configuration
             if mode == session_pb2.START_MODE_RESUME:
                 with self._lock:
                     if request.session_id in self._live or record.status == RUNNING:
@@ -183,11 +182,49 @@ class SessionRuntime:
             else:
                 setup.start_kind = "fork"
                 setup.forked_from = request.session_id
-                setup.fork_seq = record.last_seq
-                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS, up_to=record.last_seq)
+                setup.fork_seq = self._fork_point(request, record.last_seq)
+                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS, up_to=setup.fork_seq)
         if self.options.extra_children is not None:
             setup.children.extend(self.options.extra_children(setup))
         return setup
+
+    @staticmethod
+    def _restored(record: Any, loaded: config_pb2.SessionConfiguration, constraints: config_pb2.Constraints,
+                  request: session_pb2.StartSessionRequest, warnings: list[str]) -> config_pb2.SessionConfiguration:
+        """The configuration last in force in the log (every UpdateSettings applied), under today's
+        constraints: a logged value they no longer allow falls back to the config files' value."""
+        restored = config_pb2.SessionConfiguration.FromString(record.config)
+        restored.session_source.CopyFrom(loaded.session_source)
+        update = config_pb2.SessionSettingsUpdate()
+        if request.cwd:
+            update.cwd = loaded.cwd
+        if request.thread_name:
+            update.thread_name = request.thread_name
+        restored = apply(restored, update)
+        try:
+            return apply(restored, config_pb2.SessionSettingsUpdate(), constraints)
+        except ConstraintError as exc:
+            warnings.append(f"the logged settings are no longer allowed ({exc}); using the configured ones")
+            restored.approval_policy = loaded.approval_policy
+            restored.permission_profile.CopyFrom(loaded.permission_profile)
+            return apply(restored, config_pb2.SessionSettingsUpdate(), constraints)
+
+    def _fork_point(self, request: session_pb2.StartSessionRequest, last_seq: int) -> int:
+        """The last sequence number a fork copies: all, ``fork_at_seq``, or the end of turn ``fork_after_turn``."""
+        if request.fork_after_turn and request.fork_at_seq:
+            raise ConfigError("fork: set fork_after_turn or fork_at_seq, not both")
+        if request.fork_at_seq:
+            if request.fork_at_seq > last_seq:
+                raise ConfigError(f"fork_at_seq: {request.fork_at_seq} is past the source's last event {last_seq}")
+            return int(request.fork_at_seq)
+        if not request.fork_after_turn:
+            return last_seq
+        ends = [e.seq for e in self.log.read_kinds(request.session_id, ("turn_completed", "turn_aborted"))
+                if e.session_id == request.session_id]
+        if request.fork_after_turn > len(ends):
+            raise ConfigError(f"fork_after_turn: the source has {len(ends)} finished turns, "
+                              f"not {request.fork_after_turn}")
+        return int(ends[request.fork_after_turn - 1])
 
     def _register(self, session_id: str, ref: Any) -> None:
         actor = actor_of(ref)  # the instance, for configured_seq and direct emit in tests

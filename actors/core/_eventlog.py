@@ -56,7 +56,7 @@ MAX_EVENT_BYTES = 2 * 1024 * 1024
 #: Largest sequence number SQLite can store (a signed 64-bit INTEGER).
 MAX_SEQ = 2**63 - 1
 #: Logged event kinds that make up a conversation's history (replayed on resume and fork).
-HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted")
+HISTORY_KINDS = ("turn_started", "agent_message", "turn_completed", "compacted", "history_item")
 #: How long a follower waits for a live event before checking whether its session ended.
 FOLLOW_POLL_S = 0.5
 #: SQLite busy timeout (another process holding the write lock).

@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from actors.agents import PARENT_WAIT_S
 from actors.config import apply
-from actors.core import STOPPED, SessionClosed, TaskCancelled, TaskScope, exc_text, get_host
+from actors.core import HISTORY_KINDS, STOPPED, SessionClosed, TaskCancelled, TaskScope, exc_text, get_host
 from actors.errors import LimitExceeded, TurnAbortRequested
 from actors.session._agents import SessionAgentsMixin
 from actors.session._children import SessionChildrenMixin
@@ -177,6 +177,7 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                 self.emit(events_pb2.Warning(message=warning))
             for event in held:
                 self._append(event)
+            self._adopt_history(resumed)
             self._await_mcp_startup()
             self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
         except BaseException:
@@ -184,6 +185,21 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
             raise
         self._log.commit_session(self.session_id)
         self._committed = True
+
+    def _adopt_history(self, resumed: bool) -> None:
+        """Make the conversation this session starts from its own: a fork or a ``fork_context`` subagent logs
+        the inherited entries as its own ``HistoryItem``s (so its own resume needs only its own log); a
+        supervised restart reads its own log again."""
+        setup = self.setup
+        if resumed:
+            if self.incarnation > 1:
+                setup.history = self._log.read_kinds(self.session_id, HISTORY_KINDS)
+            return
+        inherited = [e for e in setup.history if e.WhichOneof("msg") == "history_item"]
+        for event in inherited:
+            self.emit(event.history_item)
+        if inherited:
+            setup.history = self._log.read_kinds(self.session_id, HISTORY_KINDS)
 
     # --- requests (Envelope in, Envelope out) -------------------------------------------------------
     def on_receive(self, message: Any) -> Any:

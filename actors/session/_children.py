@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 import actors.session._specs as kids
 from actors.agents import AgentRegistry, AgentsConfig, AgentTools
-from actors.core import TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
+from actors.core import HISTORY_KINDS, TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
 from actors.errors import StartupFailed
 from actors.session._enforcement import Enforcement
 from actors.session._setup import SessionSetup
@@ -77,8 +77,8 @@ class SessionChildrenMixin(Supervisor):
 
     @property
     def history(self) -> list[events_pb2.Event]:
-        """The conversation this session started from."""
-        return self.setup.history
+        """The conversation so far, from the log (what a ``fork_context`` subagent inherits)."""
+        return self.setup.log.read_kinds(self.session_id, HISTORY_KINDS)
 
     @property
     def log(self) -> EventLog:

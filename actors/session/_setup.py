@@ -30,9 +30,10 @@ def _event_fields() -> dict[str, str]:
 
 
 def is_delta(event: events_pb2.Event) -> bool:
-    """Whether ``event`` is a streamed delta (not relayed to a parent: it would multiply the parent's log)."""
+    """Whether ``event`` is not relayed to a parent: a streamed delta (it would multiply the parent's log), or
+    a conversation entry (a parent's log holds its own conversation only)."""
     kind = event.WhichOneof("msg")
-    return kind == "exec_output_delta" or (kind == "agent_message" and event.agent_message.delta)
+    return kind in ("exec_output_delta", "history_item") or (kind == "agent_message" and event.agent_message.delta)
 
 
 def event_for(msg: Message, *, task_id: str = "", agent_path: str = "", traceparent: str = "") -> events_pb2.Event:

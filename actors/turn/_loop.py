@@ -2,9 +2,11 @@
 
 Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are read from ``ctx.services``):
 - The conversation lives in ``ctx.state["conversation"]`` (a list of provider ``Message``s) and grows across
-  turns. The provider is ``services["provider"]``, else one of kind ``services["provider_kind"]`` (default
-  ``configuration.provider``) built with ``services["provider_options"]`` and cached in
-  ``ctx.state["provider"]`` (``close_turn_state`` closes it).
+  turns; a session's first turn starts it from the ``HistoryItem``s in ``ctx.history`` (resume, fork), and
+  every entry added is emitted as a ``HistoryItem`` (the log is the conversation). The provider is
+  ``services["provider"]``, else one of kind ``services["provider_kind"]`` (default ``configuration.provider``)
+  built with ``services["provider_options"]`` and cached in ``ctx.state["provider"]`` (``close_turn_state``
+  closes it).
 - UserPromptSubmit hooks run first: a block ends the turn with the reason as the agent message (the prompt
   is not kept); an updated prompt replaces the input; additional context follows the user message as a
   system message.
@@ -53,6 +55,7 @@ from actors.providers import (
     create_provider,
 )
 from actors.turn._builtin import HOOK_ASKS_KEY, router_for
+from actors.turn._history import history_item, messages_from_history
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolOutput, ToolRouter
 from actors.turn._task import TaskContext, TaskResult, TaskRunner, builtin_runner
 from protos.supervisor.v1 import config_pb2, events_pb2, turn_pb2
@@ -174,7 +177,9 @@ class _Turn:
     def __init__(self, ctx: TaskContext, settings: TurnSettings) -> None:
         self.ctx = ctx
         self.settings = settings
-        self.conversation: list[Message] = ctx.state.setdefault(CONVERSATION_KEY, [])
+        if CONVERSATION_KEY not in ctx.state:
+            ctx.state[CONVERSATION_KEY] = messages_from_history(ctx.history)
+        self.conversation: list[Message] = ctx.state[CONVERSATION_KEY]
         self.hooks = ctx.services.get("hooks")
         self.input_tokens = 0
         self.output_tokens = 0
@@ -190,9 +195,9 @@ class _Turn:
             return self._result(reason)
         if verdict is not None and verdict.updated_prompt is not None:
             prompt = verdict.updated_prompt
-        self.conversation.append(Message.user(prompt))
+        self._add(Message.user(prompt))
         if verdict is not None and verdict.additional_context:
-            self.conversation.append(Message.system(verdict.additional_context))
+            self._add(Message.system(verdict.additional_context))
         provider = provider_for(self.ctx)
         router = router_for(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
         async with router:  # the tools' per-turn resources: background processes die with the turn
@@ -215,12 +220,17 @@ class _Turn:
                 and stop_continuations < self.settings.max_stop_continuations
             ):
                 stop_continuations += 1
-                self.conversation.append(Message.user(final.reason or "Stop hook asked to continue"))
+                self._add(Message.user(final.reason or "Stop hook asked to continue"))
                 continue
             return self._result(text)
         raise TurnLimitExceeded(
             f"turn stopped after {self.settings.max_round_trips} model requests without a final answer"
         )
+
+    def _add(self, message: Message) -> None:
+        """Add a conversation entry and log it."""
+        self._add(message)
+        self.ctx.emit(history_item(message))
 
     def _result(self, text: str) -> TaskResult:
         return TaskResult(last_agent_message=text, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
@@ -283,13 +293,13 @@ class _Turn:
     ) -> None:
         """Append the assistant message, the results in call order (aborted ones too) and hook context."""
         if text or calls:
-            self.conversation.append(Message.assistant(text, calls))
+            self._add(Message.assistant(text, calls))
         for call in calls:
             output = outputs.get(call.call_id)
-            self.conversation.append(Message.tool_result(call.call_id, output.text if output else ABORTED_OUTPUT))
+            self._add(Message.tool_result(call.call_id, output.text if output else ABORTED_OUTPUT))
         for call in calls:
             if call.call_id in contexts:
-                self.conversation.append(Message.system(contexts[call.call_id]))
+                self._add(Message.system(contexts[call.call_id]))
 
     def _count(self, completed: Completed) -> None:
         usage = completed.usage

@@ -60,6 +60,8 @@ async def builtin_runner(ctx: TaskContext) -> TaskResult:
         raise RuntimeError(" ".join(words[1:]) or "task failed on request")
     else:
         text = f"echo: {ctx.input}"
+    ctx.emit(events_pb2.HistoryItem(role="user", content=ctx.input))
     ctx.emit(events_pb2.AgentMessage(text=text))
+    ctx.emit(events_pb2.HistoryItem(role="assistant", content=text))
     tokens = max(1, len(ctx.input) // 4)
     return TaskResult(last_agent_message=text, input_tokens=tokens, output_tokens=max(1, len(text) // 4))

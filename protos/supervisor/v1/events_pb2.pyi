@@ -6,9 +6,11 @@ Session events: every event a session emits, with its per-session sequence numbe
 The log appends an event before anyone sees it; clients stream from any sequence number.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from protos.supervisor.v1 import agents_pb2 as _agents_pb2
 from protos.supervisor.v1 import approvals_pb2 as _approvals_pb2
 from protos.supervisor.v1 import config_pb2 as _config_pb2
@@ -56,6 +58,7 @@ class Event(_message.Message):
     SESSION_STOPPED_FIELD_NUMBER: _builtins.int
     TASK_QUEUED_FIELD_NUMBER: _builtins.int
     COMPACTED_FIELD_NUMBER: _builtins.int
+    HISTORY_ITEM_FIELD_NUMBER: _builtins.int
     NETWORK_PROXY_LISTENING_FIELD_NUMBER: _builtins.int
     NETWORK_REQUEST_BLOCKED_FIELD_NUMBER: _builtins.int
     NETWORK_APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
@@ -131,6 +134,8 @@ class Event(_message.Message):
     def task_queued(self) -> Global___TaskQueued: ...
     @_builtins.property
     def compacted(self) -> Global___ContextCompacted: ...
+    @_builtins.property
+    def history_item(self) -> Global___HistoryItem: ...
     @_builtins.property
     def network_proxy_listening(self) -> _network_pb2.NetworkProxyListening:
         """Network proxy (network.proto): 100-119."""
@@ -233,6 +238,7 @@ class Event(_message.Message):
         session_stopped: Global___SessionStopped | None = ...,
         task_queued: Global___TaskQueued | None = ...,
         compacted: Global___ContextCompacted | None = ...,
+        history_item: Global___HistoryItem | None = ...,
         network_proxy_listening: _network_pb2.NetworkProxyListening | None = ...,
         network_request_blocked: _network_pb2.NetworkRequestBlocked | None = ...,
         network_approval_requested: _network_pb2.NetworkApprovalRequested | None = ...,
@@ -265,11 +271,11 @@ class Event(_message.Message):
         mcp_tool_call_end: _tools_pb2.McpToolCallEnd | None = ...,
         terminal_interaction: _tools_pb2.TerminalInteraction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved", "patch_apply_begin", "patch_apply_end", "plan_updated", "collab_tool_call_begin", "collab_tool_call_end", "mcp_tool_call_begin", "mcp_tool_call_end", "terminal_interaction"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "history_item", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved", "patch_apply_begin", "patch_apply_end", "plan_updated", "collab_tool_call_begin", "collab_tool_call_end", "mcp_tool_call_begin", "mcp_tool_call_end", "terminal_interaction"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -709,3 +715,71 @@ class ContextCompacted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContextCompacted: _TypeAlias = ContextCompacted  # noqa: Y015
+
+@_typing.final
+class HistoryItem(_message.Message):
+    """One entry of the conversation the model sees, logged as the turn loop adds it, so that resume and fork
+    rebuild the model's context from the log alone. Not relayed to a parent's log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """"user", "assistant", "system" or "tool"."""
+    content: _builtins.str
+    """The text (for a tool entry: the output the model saw)."""
+    tool_call_id: _builtins.str
+    """For a tool entry: the call it answers."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryToolCall]:
+        """For an assistant entry: the tool calls the model made, in order."""
+
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        content: _builtins.str = ...,
+        tool_call_id: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___HistoryToolCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryItem: _TypeAlias = HistoryItem  # noqa: Y015
+
+@_typing.final
+class HistoryToolCall(_message.Message):
+    """A tool call inside a logged assistant HistoryItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """The model's id of the call."""
+    name: _builtins.str
+    """The tool name."""
+    arguments_json: _builtins.str
+    """The arguments, a JSON object."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "call_id", b"call_id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryToolCall: _TypeAlias = HistoryToolCall  # noqa: Y015

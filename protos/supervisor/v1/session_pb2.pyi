@@ -85,6 +85,8 @@ class StartSessionRequest(_message.Message):
     THREAD_NAME_FIELD_NUMBER: _builtins.int
     CLIENT_NAME_FIELD_NUMBER: _builtins.int
     CLIENT_VERSION_FIELD_NUMBER: _builtins.int
+    FORK_AFTER_TURN_FIELD_NUMBER: _builtins.int
+    FORK_AT_SEQ_FIELD_NUMBER: _builtins.int
     mode: Global___StartMode.ValueType
     """New (default), resume or fork."""
     session_id: _builtins.str
@@ -99,6 +101,10 @@ class StartSessionRequest(_message.Message):
     """Client name and version, recorded in the configuration."""
     client_version: _builtins.str
     """Client version."""
+    fork_after_turn: _builtins.int
+    """For fork: copy the source's history only up to the end of its N-th turn (0: all of it)."""
+    fork_at_seq: _builtins.int
+    """For fork: copy the source's history only up to this sequence number, inclusive (0: all of it)."""
     @_builtins.property
     def config_overrides(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """`key=value` overrides in TOML syntax, like `-c` on the command line, e.g. `approval_policy="never"`."""
@@ -114,10 +120,12 @@ class StartSessionRequest(_message.Message):
         thread_name: _builtins.str = ...,
         client_name: _builtins.str = ...,
         client_version: _builtins.str = ...,
+        fork_after_turn: _builtins.int = ...,
+        fork_at_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "client_version", b"client_version", "config_overrides", b"config_overrides", "cwd", b"cwd", "mode", b"mode", "profile", b"profile", "session_id", b"session_id", "thread_name", b"thread_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "client_version", b"client_version", "config_overrides", b"config_overrides", "cwd", b"cwd", "fork_after_turn", b"fork_after_turn", "fork_at_seq", b"fork_at_seq", "mode", b"mode", "profile", b"profile", "session_id", b"session_id", "thread_name", b"thread_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
