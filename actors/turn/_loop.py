@@ -229,7 +229,7 @@ class _Turn:
 
     def _add(self, message: Message) -> None:
         """Add a conversation entry and log it."""
-        self._add(message)
+        self.conversation.append(message)
         self.ctx.emit(history_item(message))
 
     def _result(self, text: str) -> TaskResult:
