@@ -6,6 +6,7 @@ import contextlib
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def _stream_all(stub: session_pb2_grpc.SessionServiceStub, sid: str, from_seq: i
 
 
 def test_finding1_huge_input_is_refused_naming_field_and_limit(stack: Stubs) -> None:
-    stub, _, _, tmp = stack
+    stub, _, runtime, tmp = stack
     sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp)), timeout=WAIT_S).session_id
     err = _error(lambda: stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="x" * 4_194_240),
                                      timeout=WAIT_S))
@@ -69,6 +70,10 @@ def test_finding1_huge_input_is_refused_naming_field_and_limit(stack: Stubs) -> 
     # the largest accepted input streams whole, and the stream goes on past it
     stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="y" * FIELD_BYTES["input"]), timeout=WAIT_S)
     stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="after"), timeout=WAIT_S)
+    deadline = time.monotonic() + WAIT_S  # both turns end before the stop (a stop drops queued tasks)
+    while len(runtime.log.read_kinds(sid, ("turn_completed",))) < 2:
+        assert time.monotonic() < deadline, "the two turns did not complete"
+        time.sleep(0.01)
     stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
     events = _stream_all(stub, sid)
     inputs = [e.turn_started.input for e in events if e.WhichOneof("msg") == "turn_started"]
