@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import trio
 from google.protobuf.message import Message
 
+from actors.core import set_event_soon
 from protos.supervisor.v1 import approvals_pb2
 
 __all__ = [
@@ -228,7 +229,7 @@ class ExecApprovals:
         if pending is None:
             return False
         pending.decision = decision
-        _set_event(pending.token, pending.done)
+        set_event_soon(pending.token, pending.done)
         return True
 
     def deny_all(self) -> int:
@@ -238,19 +239,5 @@ class ExecApprovals:
             self._by_id.clear()
         for pending in waiting:
             pending.decision = ExecDecision.DENY
-            _set_event(pending.token, pending.done)
+            set_event_soon(pending.token, pending.done)
         return len(waiting)
-
-
-def _set_event(token: trio.lowlevel.TrioToken, event: trio.Event) -> None:
-    try:
-        current = trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        current = None
-    if current is token:
-        event.set()
-        return
-    try:
-        token.run_sync_soon(event.set)
-    except trio.RunFinishedError:
-        pass

@@ -45,6 +45,7 @@ from actors.core._trio_host import (
     collapse_cancelled,
     get_host,
     leaf_exceptions,
+    set_event_soon,
     single_error,
 )
 
@@ -84,6 +85,7 @@ __all__ = [
     "leaf_exceptions",
     "put_with_reply",
     "run_command",
+    "set_event_soon",
     "shrink_message",
     "signal_group",
     "single_error",

@@ -28,6 +28,7 @@ __all__ = [
     "collapse_cancelled",
     "get_host",
     "leaf_exceptions",
+    "set_event_soon",
     "single_error",
 ]
 
@@ -311,3 +312,19 @@ def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     if rest is not None and len(rest.exceptions) == 1:
         return rest.exceptions[0]
     return group
+
+
+def set_event_soon(token: trio.lowlevel.TrioToken, event: trio.Event) -> None:
+    """Set ``event`` of the trio run behind ``token`` from any thread (at once when already in that run); a run
+    that has finished has nobody left to wake."""
+    try:
+        current = trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        current = None
+    if current is token:
+        event.set()
+        return
+    try:
+        token.run_sync_soon(event.set)
+    except trio.RunFinishedError:
+        pass

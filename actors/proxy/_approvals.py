@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import trio
 from google.protobuf.message import Message
 
+from actors.core import set_event_soon
 from protos.supervisor.v1 import network_pb2
 
 __all__ = [
@@ -236,7 +237,7 @@ class ApprovalBroker:
         if question is None:
             return False
         question.decision = decision
-        _set_event(question.token, question.done)
+        set_event_soon(question.token, question.done)
         return True
 
     def deny_all(self) -> int:
@@ -246,19 +247,5 @@ class ApprovalBroker:
             self._questions.clear()
         for question in questions:
             question.decision = Decision.DENY
-            _set_event(question.token, question.done)
+            set_event_soon(question.token, question.done)
         return len(questions)
-
-
-def _set_event(token: trio.lowlevel.TrioToken, event: trio.Event) -> None:
-    try:
-        current = trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        current = None
-    if current is token:
-        event.set()
-        return
-    try:
-        token.run_sync_soon(event.set)
-    except trio.RunFinishedError:
-        pass
