@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import grpc
 
 from actors.core._eventlog import EventLog
-from protos.supervisor.v1 import events_pb2, session_pb2, session_pb2_grpc
+from protos.supervisor.v1 import events_pb2, session_pb2
+from tests.helpers.serve import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 15.0
@@ -68,54 +65,32 @@ def test_a_lagging_subscriber_loses_nothing(tmp_path: Path) -> None:
     log.close()
 
 
-def _start_server(home: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), "--home", str(home), "serve",
-                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving" in line, line
-    return proc, int(line.rsplit(":", 1)[1])
-
-
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    proc, port = _start_server(home)
     acknowledged: list[str] = []
     seen: list[int] = []
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = session_pb2_grpc.SessionServiceStub(channel)
-            sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp_path)), timeout=WAIT_S).session_id
-            stream = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S)
-            for i in range(40):
-                acknowledged.append(stub.Submit(session_pb2.SubmitRequest(session_id=sid, input=f"task {i}"),
-                                                timeout=WAIT_S).task_id)
-            try:
-                for event in stream:
-                    seen.append(event.seq)
-                    if len(seen) == 50:
-                        os.kill(proc.pid, signal.SIGKILL)  # while the client is still streaming
-            except grpc.RpcError as exc:
-                assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,  # type: ignore[attr-defined]
-                                      grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
-    finally:
-        proc.kill()
-        proc.wait(WAIT_S)
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with ServeProcess(home) as server, server.channel() as channel:
+        stub = server.stub(channel)
+        sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp_path)), timeout=WAIT_S).session_id
+        stream = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S)
+        for i in range(40):
+            acknowledged.append(stub.Submit(session_pb2.SubmitRequest(session_id=sid, input=f"task {i}"),
+                                            timeout=WAIT_S).task_id)
+        try:
+            for event in stream:
+                seen.append(event.seq)
+                if len(seen) == 50:
+                    server.kill9()  # while the client is still streaming
+        except grpc.RpcError as exc:
+            assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,  # type: ignore[attr-defined]
+                                  grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
     assert len(seen) >= 50
-    proc, port = _start_server(home)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = session_pb2_grpc.SessionServiceStub(channel)
-            rest = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, from_seq=seen[-1] + 1),
-                                          timeout=WAIT_S))
-            everything = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(WAIT_S)
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with ServeProcess(home) as server, server.channel() as channel:
+        stub = server.stub(channel)
+        rest = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, from_seq=seen[-1] + 1),
+                                      timeout=WAIT_S))
+        everything = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S))
+        assert server.stop() == 0
     combined = seen + [e.seq for e in rest]
     assert combined == list(range(len(combined)))  # no gap, no duplicate
     logged_tasks = {e.task_id for e in everything if e.task_id}

@@ -1,0 +1,103 @@
+"""A real ``supervisor.py serve`` in a child process, for the tests that drive the API from outside.
+
+Every test that starts ``serve`` goes through :class:`ServeProcess`, so how a client finds and authenticates to
+the server (address, credentials) is decided in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from protos.supervisor.v1 import session_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Bound on the server's start-up and on its exit.
+START_BOUND_S = 30.0
+
+
+class ServeProcess:
+    """``supervisor.py --home HOME serve ARGS`` as a child process; a context manager that always reaps it.
+
+    ``address`` is a gRPC target (``127.0.0.1:PORT``) once :meth:`start` returned.
+    """
+
+    def __init__(self, home: Path, args: Sequence[str] = ("--listen", "127.0.0.1:0"),
+                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+        self.home = home
+        self.args = list(args)
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+
+    def start(self) -> ServeProcess:
+        """Start the server and wait (bounded) until it listens."""
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "supervisor.py"), "--home", str(self.home),
+                                      "serve", *self.args], stdout=subprocess.PIPE, text=True, cwd=self.cwd,
+                                     env=self.env, start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the server prints one line when it listens, or exits
+        if "serving" not in line:
+            self.proc.kill()
+            self.proc.wait(START_BOUND_S)
+            raise AssertionError(f"serve did not start: {line!r}")
+        self.address = line.split(" on ", 1)[1].strip()
+        return self
+
+    def channel(self) -> grpc.Channel:
+        """A new channel to the server (the caller closes it)."""
+        return grpc.insecure_channel(self.address)
+
+    def stub(self, channel: grpc.Channel) -> session_pb2_grpc.SessionServiceStub:
+        """The SessionService stub on ``channel``."""
+        return session_pb2_grpc.SessionServiceStub(channel)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        """``kill -9`` the server (only the server: what it leaves behind is the test's to find) and reap it."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(START_BOUND_S)
+        self._close()
+
+    def stop(self) -> int:
+        """SIGTERM, then wait (bounded) for a clean exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(START_BOUND_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(START_BOUND_S)
+            self._close()
+        return code
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(START_BOUND_S)
+        self._close()
