@@ -17,6 +17,12 @@ import pytest
 
 from actors.core import HOST_THREAD_NAME, WORKER_THREAD_PREFIX, get_host
 
+#: The user's home for this test process: an empty one, so that the sessions' shell snapshots capture a known
+#: login shell (the real user's rc files are theirs, and slow), and nothing a test writes to ``~`` escapes.
+_PRIVATE_HOME = tempfile.mkdtemp(prefix="session-supervisor-home-")
+os.environ["HOME"] = _PRIVATE_HOME
+atexit.register(shutil.rmtree, _PRIVATE_HOME, True)
+
 #: A private temporary directory for this test process, so that a test leaving a temp file behind is seen
 #: (and other processes' temp files are not mistaken for ours).
 _PRIVATE_TMP = tempfile.mkdtemp(prefix="session-supervisor-tests-")

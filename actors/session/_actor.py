@@ -272,7 +272,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                                      update_settings_reply=session_pb2.UpdateSettingsResponse(configuration=new))
 
     def on_settings_changed(self, configuration: config_pb2.SessionConfiguration) -> None:
-        """Hook: tell children about a new configuration (network policy, cwd)."""
+        """Tell children about a new configuration: the shell's cwd (the next command runs there)."""
+        self.set_shell_cwd(configuration.cwd)
 
     def info(self) -> session_pb2.SessionInfo:
         """What GetSession reports for this live session."""

@@ -64,6 +64,8 @@ class SessionChildrenMixin(Supervisor):
     _inherited_shell: Any
     _mcp_required: bool
     _running: Any
+    #: The shell child's spec (its kwargs are what a restarted shell starts with); None without a shell actor.
+    _shell_spec: ChildSpec | None = None
 
     def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
         """Append an event (implemented by ``SessionSupervisor``)."""
@@ -212,6 +214,7 @@ class SessionChildrenMixin(Supervisor):
                                     sandbox=enforcement.sandbox)
             if shell is not None:
                 phase2.append(shell)
+                self._shell_spec = shell
             hooks = kids.hooks_spec(loaded, self.configuration, self.session_id, self.emit, inherit)
             if hooks is not None:
                 phase2.append(hooks[0])
@@ -284,6 +287,14 @@ class SessionChildrenMixin(Supervisor):
             raise StartupFailed(str(exc)) from exc
         for warning in report.warnings:
             self.emit(events_pb2.Warning(message=warning))
+
+    def set_shell_cwd(self, cwd: str) -> None:
+        """The next command (Exec, the shell tools of the next turn) runs in ``cwd``; a restarted shell too."""
+        if self._shell_spec is not None:
+            self._shell_spec.kwargs["cwd"] = cwd
+        shell = self._inherited_shell or self._child_object("shell_snapshot", "shell")
+        if shell is not None:
+            shell.set_cwd(cwd)
 
     @property
     def inherited_shell(self) -> Any:

@@ -80,7 +80,8 @@ def shell_spec(loaded: LoadedConfig, configuration: config_pb2.SessionConfigurat
         options["inherited"] = inherit.snapshot
     if live_session_ids is not None:
         options["live_session_ids"] = live_session_ids
-    return shell_snapshot_child_spec(session_id=session_id, home=configuration.home, emit=emit,
+    # the user's own shell: the inherited environment's HOME, the session's cwd; the state dir holds the file
+    return shell_snapshot_child_spec(session_id=session_id, snapshot_root=configuration.home, emit=emit,
                                      cwd=configuration.cwd, env=dict(os.environ), **options)
 
 

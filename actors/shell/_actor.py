@@ -49,9 +49,9 @@ class ShellSnapshotActor(SupervisedActor):
         self,
         *,
         session_id: str,
-        home: str | os.PathLike[str],
         emit: Callable[[Message], None],
         cwd: str | os.PathLike[str],
+        home: str | os.PathLike[str] | None = None,
         shell: str | None = None,
         env: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
@@ -68,7 +68,8 @@ class ShellSnapshotActor(SupervisedActor):
         super().__init__(**kwargs)
         snapshotter = ShellSnapshotter(
             session_id=session_id,
-            home=Path(home),
+            home=Path(home) if home is not None else None,
+            cwd=Path(cwd),
             emit=emit,
             shell=shell,
             env=env,
@@ -142,16 +143,16 @@ class ShellSnapshotActor(SupervisedActor):
 def shell_snapshot_child_spec(
     *,
     session_id: str,
-    home: str | os.PathLike[str],
     emit: Callable[[Message], None],
     cwd: str | os.PathLike[str],
     **options: Any,
 ) -> ChildSpec:
-    """The ``ChildSpec`` for a session's ``ShellSnapshotActor`` (``options``: see its ``__init__``)."""
+    """The ``ChildSpec`` for a session's ``ShellSnapshotActor`` (``options``: see its ``__init__``; ``home`` is
+    the user's home, default the environment's ``HOME``; ``snapshot_root`` the state directory)."""
     return ChildSpec(
         child_id=SHELL_SNAPSHOT_CHILD_ID,
         actor_class=ShellSnapshotActor,
-        kwargs={"session_id": session_id, "home": home, "emit": emit, "cwd": cwd, **options},
+        kwargs={"session_id": session_id, "emit": emit, "cwd": cwd, **options},
         restart=Restart.PERMANENT,
         kind="shell_snapshot",
     )

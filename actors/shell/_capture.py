@@ -3,9 +3,11 @@
 Contract:
 - ``ShellSnapshotter.capture()`` (async, on the shared trio loop) runs the user's shell (the ``shell``
   argument, else ``$SHELL`` from the given environment, else /bin/sh; bash, zsh and sh/dash are supported) as
-  a login shell with stdin from /dev/null, no TTY, ``HOME`` set to ``home``, in its own process group, and
-  dumps its functions, options, aliases and exports through a pipe (see ``_shell_scripts``). The dump is
-  filtered in Python, so no secret value is ever written to disk, not even to the temp file.
+  a login shell with stdin from /dev/null, no TTY, in its own process group, in the session's ``cwd``, with
+  the user's environment as it is (``HOME`` is the user's: ``home`` when given, else the environment's, else
+  the passwd entry's), as Codex runs it; and dumps its functions, options, aliases and exports through a pipe
+  (see ``_shell_scripts``). The dump is filtered in Python, so no secret value is ever written to disk, not
+  even to the temp file. The supervisor's state directory (``snapshot_root``) only holds the snapshot file.
 - The rendered script is written to a 0600 temp file in the 0700 snapshot directory, validated by sourcing it
   under ``set -e`` in a fresh non-interactive shell of the same kind (exit 0 required), and renamed to
   ``<root>/shell_snapshots/<session_id>.<nanos>.sh``. A snapshot that fails validation is removed.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +68,17 @@ NONCE_BYTES = 16
 def default_shell(env: Mapping[str, str], override: str | None = None) -> str:
     """The shell to use: ``override``, else ``$SHELL`` from ``env``, else /bin/sh."""
     return override or env.get("SHELL") or FALLBACK_SHELL
+
+
+def user_home(env: Mapping[str, str]) -> Path:
+    """The user's home: ``$HOME`` from ``env``, else the passwd entry's (what a login shell would get)."""
+    home = env.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # no passwd entry (a container's arbitrary uid)
+        return Path("/")
 
 
 @dataclass(frozen=True)
@@ -111,8 +125,9 @@ class ShellSnapshotter:
         self,
         *,
         session_id: str,
-        home: Path | str,
         emit: Emit,
+        home: Path | str | None = None,
+        cwd: Path | str | None = None,
         shell: str | None = None,
         env: Mapping[str, str] | None = None,
         snapshot_root: Path | str | None = None,
@@ -123,12 +138,16 @@ class ShellSnapshotter:
     ) -> None:
         _shell_files.check_session_id(session_id)
         self.session_id = session_id
-        self.home = Path(home)
         self._emit = emit
         base_env = dict(os.environ if env is None else env)
+        #: The user's home: the capture's (and so the snapshot's) ``HOME``.
+        self.home = Path(home) if home is not None else user_home(base_env)
         base_env["HOME"] = str(self.home)
         self._env = base_env
+        #: Where the capture runs: the session's cwd (a project's ``.envrc``-style rc logic sees it).
+        self.cwd = Path(cwd) if cwd is not None else self.home
         self.shell = default_shell(base_env, shell)
+        #: The state directory whose ``shell_snapshots/`` holds the file (the user's home when not given).
         self.snapshot_root = Path(snapshot_root) if snapshot_root is not None else self.home
         self.timeout_s = timeout_s
         self.secret_patterns = tuple(secret_patterns)
@@ -259,7 +278,7 @@ class ShellSnapshotter:
     async def _run(self, argv: list[str]) -> _RunOutput:
         out = _RunOutput()
         try:
-            proc = await GroupProcess.start(argv, cwd=self.home, env=self._env)
+            proc = await GroupProcess.start(argv, cwd=self.cwd, env=self._env)
         except ProcessStartError as exc:
             raise _CaptureFailed(str(exc)) from exc
         self.processes_started += 1

@@ -127,7 +127,8 @@ def _dump_body(kind: ShellKind, nonce: str) -> str:
 
 
 _RC_SOURCE = {
-    ShellKind.BASH: '[ -r "$HOME/.bashrc" ] && . "$HOME/.bashrc"\n',
+    # as Codex: a login bash reads only .bash_profile/.profile; .bashrc is sourced unless BASH_ENV does it
+    ShellKind.BASH: 'if [ -z "${BASH_ENV-}" ] && [ -r "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi\n',
     ShellKind.ZSH: '__ss_rc="${ZDOTDIR:-$HOME}/.zshrc"; [ -r "$__ss_rc" ] && . "$__ss_rc"; unset __ss_rc\n',
     ShellKind.SH: '[ -n "${ENV-}" ] && [ -r "$ENV" ] && . "$ENV"\n',
 }

@@ -77,6 +77,10 @@ class SessionShell:
         finally:
             self._ready.set()
 
+    def set_cwd(self, cwd: Path | str) -> None:
+        """Run later commands in ``cwd`` by default (a settings change; any thread)."""
+        self.cwd = Path(cwd)
+
     async def wait_ready(self) -> None:
         """Wait (at most ``snapshot_wait_s``) until the snapshot capture ended."""
         with trio.move_on_after(self.snapshot_wait_s):
@@ -131,6 +135,10 @@ class InheritedShell:
         self.extra_env = dict(extra_env)
         self.snapshot = snapshot
         self.default_timeout_s = default_timeout_s
+
+    def set_cwd(self, cwd: Path | str) -> None:
+        """Run later commands in ``cwd`` by default (a settings change; any thread)."""
+        self.cwd = Path(cwd)
 
     @property
     def runner(self) -> CommandRunner:
