@@ -11,8 +11,13 @@ Start-up (``on_start``), as in Codex's ``Session::new``:
 
 Tasks: at most one runs; a second ``Submit`` queues (``TaskQueued``), or with ``interrupt`` aborts the running
 one (``TurnAborted``, reason ``interrupted``) and runs now. A task is a trio task in its own cancel scope.
-Stop: the running task is aborted (reason ``shutdown``), children stop newest first, ``SessionStopped`` is the
-last event, the log closes the session's streams.
+Stop: the running task is aborted (reason ``shutdown``), every queued one ends with ``TurnAborted`` (reason
+``session stopped``), children stop newest first, ``SessionStopped`` is the last event, the log closes the
+session's streams.
+
+Nothing acknowledged vanishes: a Submit is in the log (``TurnStarted``, else ``TaskQueued``) before its reply.
+A resume ends each task its log left open (queued, or running when the process died) with ``TurnAborted``
+(reason ``server restarted: ...``), so every acknowledged task and every ``TurnStarted`` gets an end.
 
 Children, the services tasks see and the building of subagent sessions live in ``_children``
 (``SessionChildrenMixin``); subagent bookkeeping in ``_agents`` (``SessionAgentsMixin``); the feature request
@@ -52,6 +57,13 @@ logger = logging.getLogger(__name__)
 MAX_QUEUED_TASKS = 64
 #: How long a cancelled task gets to unwind before the session stops waiting for it.
 TASK_CANCEL_TIMEOUT_S = 5.0
+#: The end a stop gives each task still queued.
+STOPPED_WHILE_QUEUED = "session stopped"
+#: The end a resume gives each task its log left open (the process that ran it died).
+RESTARTED_WHILE_QUEUED = "server restarted: the task was queued when the server stopped"
+RESTARTED_WHILE_RUNNING = "server restarted: the turn was running when the server stopped"
+#: The events that open and end a task in the log.
+_TASK_KINDS = ("task_queued", "turn_started", "turn_completed", "turn_aborted")
 
 @dataclass
 class _Task:
@@ -177,6 +189,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                 self.emit(events_pb2.Warning(message=warning))
             for event in held:
                 self._append(event)
+            if resumed:
+                self._end_orphaned_tasks()
             self._adopt_history(resumed)
             self._await_mcp_startup()
             self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
@@ -185,6 +199,22 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
             raise
         self._log.commit_session(self.session_id)
         self._committed = True
+
+    def _end_orphaned_tasks(self) -> None:
+        """End, in log order, each of this session's tasks the log left open (queued, or started and never
+        ended): the process that ran them died (a stop or a failure of the session ends them itself)."""
+        open_tasks: dict[str, str] = {}
+        for event in self._log.read_kinds(self.session_id, _TASK_KINDS):
+            if event.session_id != self.session_id or not event.task_id:  # a subagent's relayed copy
+                continue
+            opened = event.WhichOneof("msg")
+            if opened in ("task_queued", "turn_started"):
+                open_tasks[event.task_id] = str(opened)
+            else:
+                open_tasks.pop(event.task_id, None)
+        for task_id, state in open_tasks.items():
+            reason = RESTARTED_WHILE_RUNNING if state == "turn_started" else RESTARTED_WHILE_QUEUED
+            self.emit(events_pb2.TurnAborted(reason=reason), task_id=task_id)
 
     def _adopt_history(self, resumed: bool) -> None:
         """Make the conversation this session starts from its own: a fork or a ``fork_context`` subagent logs
@@ -232,7 +262,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         queued = False
         if self._running is not None and req.interrupt:
             self._abort_running("interrupted")
-            self._queue.appendleft(task)
+            self._queue.appendleft(task)  # runs once the aborted one unwound; logged before the reply
+            self.emit(events_pb2.TaskQueued(position=1, input=req.input), task_id=task.task_id)
         elif self._running is not None:
             if len(self._queue) >= MAX_QUEUED_TASKS:
                 raise LimitExceeded(f"session {self.session_id}: {MAX_QUEUED_TASKS} tasks already queued")
@@ -372,12 +403,13 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         super()._stop()
 
     def _shutdown_tasks(self) -> None:
-        self._queue.clear()
         task, self._running = self._running, None
         if task is not None and task.scope is not None:
             task.abort_reason = "shutdown"
             task.scope.close(TASK_CANCEL_TIMEOUT_S)
             self.emit(events_pb2.TurnAborted(reason="shutdown"), task_id=task.task_id)
+        while self._queue:  # acknowledged tasks: each gets its end
+            self.emit(events_pb2.TurnAborted(reason=STOPPED_WHILE_QUEUED), task_id=self._queue.popleft().task_id)
 
     def on_stop(self) -> None:
         """A requested stop: children are down already; SessionStopped is the last event."""

@@ -99,9 +99,20 @@ def test_submit_with_interrupt_replaces_the_running_task(runtime: SessionRuntime
     submit(runtime, sid, "sleep 30")
     assert not submit(runtime, sid, "now", interrupt=True).queued
     seen = kinds(runtime, sid, "turn_completed")
-    assert seen == ["session_configured", "turn_started", "turn_aborted", "turn_started", "agent_message",
-                    "turn_completed"]
+    # the replacing task is logged (TaskQueued) before the reply, and runs once the aborted one unwound
+    assert seen == ["session_configured", "turn_started", "task_queued", "turn_aborted", "turn_started",
+                    "agent_message", "turn_completed"]
     runtime.stop_session(sid)
+
+
+def test_stop_ends_every_queued_task_with_turn_aborted(runtime: SessionRuntime, tmp_path: Path) -> None:
+    sid = runtime.start_session(session_pb2.StartSessionRequest(cwd=str(tmp_path))).session_id
+    running = submit(runtime, sid, "sleep 30").task_id
+    queued = [submit(runtime, sid, f"later {i}").task_id for i in range(3)]
+    runtime.stop_session(sid)
+    ends = [(e.task_id, e.turn_aborted.reason) for e in runtime.stream(sid, 0, follow=False)
+            if e.WhichOneof("msg") == "turn_aborted"]
+    assert ends == [(running, "shutdown"), *((task, "session stopped") for task in queued)]
 
 
 def test_children_start_in_parallel_and_before_configured_events(tmp_path: Path) -> None:

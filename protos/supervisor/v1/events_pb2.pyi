@@ -556,7 +556,10 @@ class TurnAborted(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """"interrupted", "replaced", "failed: ...", "shutdown"."""
+    """"interrupted", "replaced", "failed: ...", "aborted: ...", "shutdown" (the running task at a stop),
+    "session stopped" (a task still queued at a stop), "server restarted: ..." (a task the log left open
+    when the server died, ended by the resume).
+    """
     def __init__(
         self,
         *,
