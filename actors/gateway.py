@@ -354,10 +354,11 @@ def _event_stream(runtime: SessionRuntime, request_cls: type[Message], *, batche
         except Exception as exc:
             await _fail_async(ctx, request_cls.DESCRIPTOR.name, exc)
             raise
-        if runtime.log.session(req.session_id) is None:
+        log = runtime.log_of(req.session_id)  # an ephemeral session's is in memory
+        if log.session(req.session_id) is None:
             await ctx.abort(grpc.StatusCode.NOT_FOUND, f"no session {req.session_id!r}")
         max_batch = min(req.max_batch or READ_BATCH, READ_BATCH) if batched else READ_BATCH
-        async for run in runtime.log.follow_raw(req.session_id, req.from_seq, live=not req.no_follow,
+        async for run in log.follow_raw(req.session_id, req.from_seq, live=not req.no_follow,
                                                 max_batch=max_batch):
             if batched:
                 for piece in _split_by_bytes(run):

@@ -3,6 +3,10 @@
 The runtime is the one place that knows every live session. It starts sessions transactionally (a start
 that fails leaves nothing behind: no live actor, no record in the log), resolves resume and fork from the
 log, and turns a request for an unknown or stopped session into a narrow error the gateway maps to a status.
+
+An ephemeral session (``ephemeral = true``, Codex's ``config.ephemeral``) persists nothing: its events (and its
+subagents') go to an in-memory log whose rows are dropped when it ends; it streams as any other while it runs,
+is not listed, and cannot be resumed.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ STOP_TIMEOUT_S = 60.0
 #: Longest a feature request (an Exec, an MCP call) may take before the caller stops waiting.
 FEATURE_TIMEOUT_S = 3600.0
 EVENT_LOG_FILE = "events.sqlite3"
+#: The in-memory log of ephemeral sessions (SQLite's name for a database that never touches a file).
+MEMORY_LOG = ":memory:"
+#: Last sequence numbers of ended ephemeral sessions kept for StopSession's answer (their rows are gone).
+ENDED_EPHEMERAL_KEPT = 1024
 
 
 @dataclass
@@ -111,6 +119,8 @@ class SessionRuntime:
         self.log = EventLog(options.home / EVENT_LOG_FILE)
         self._live: dict[str, SessionSupervisor] = {}
         self._lock = threading.Lock()
+        self._memory_log: EventLog | None = None
+        self._ended_ephemeral: dict[str, int] = {}
 
     # --- start ----------------------------------------------------------------------------------------
     def start_session(self, request: session_pb2.StartSessionRequest, traceparent: str = "",
@@ -165,8 +175,10 @@ class SessionRuntime:
         setup.services["register_session"] = self._register
         setup.services["forget_session"] = self._forget
         setup.services["loaded_config"] = loaded
+        if loaded.values.get("ephemeral") is True:
+            setup.log = self._ephemeral_log()
         if mode in (session_pb2.START_MODE_RESUME, session_pb2.START_MODE_FORK):
-            record = self.log.session(request.session_id) if request.session_id else None
+            record = self.log_of(request.session_id).session(request.session_id) if request.session_id else None
             if record is None:
                 raise UnknownSession(f"session {request.session_id!r} is not in the log")
             configuration = self._restored(record, configuration, loaded.constraints, request, setup.warnings)
@@ -177,13 +189,16 @@ class SessionRuntime:
                         raise SessionStateError(f"session {request.session_id} is running; it cannot be resumed")
                 setup.session_id = request.session_id
                 setup.start_kind = "resume"
-                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS)
+                setup.history = setup.log.read_kinds(request.session_id, HISTORY_KINDS)
                 setup.window_generation = sum(1 for e in setup.history if e.WhichOneof("msg") == "compacted")
             else:
                 setup.start_kind = "fork"
                 setup.forked_from = request.session_id
-                setup.fork_seq = self._fork_point(request, record.last_seq)
-                setup.history = self.log.read_kinds(request.session_id, HISTORY_KINDS, up_to=setup.fork_seq)
+                source = self.log_of(request.session_id)
+                setup.fork_seq = self._fork_point(request, record.last_seq, source)
+                setup.history = source.read_kinds(request.session_id, HISTORY_KINDS, up_to=setup.fork_seq)
+                if source is not self.log:  # a fork of an ephemeral session is ephemeral too: nothing leaks to disk
+                    setup.log = source
         if self.options.extra_children is not None:
             setup.children.extend(self.options.extra_children(setup))
         return setup
@@ -209,7 +224,7 @@ class SessionRuntime:
             restored.permission_profile.CopyFrom(loaded.permission_profile)
             return apply(restored, config_pb2.SessionSettingsUpdate(), constraints)
 
-    def _fork_point(self, request: session_pb2.StartSessionRequest, last_seq: int) -> int:
+    def _fork_point(self, request: session_pb2.StartSessionRequest, last_seq: int, log: EventLog) -> int:
         """The last sequence number a fork copies: all, ``fork_at_seq``, or the end of turn ``fork_after_turn``."""
         if request.fork_after_turn and request.fork_at_seq:
             raise ConfigError("fork: set fork_after_turn or fork_at_seq, not both")
@@ -219,7 +234,7 @@ class SessionRuntime:
             return int(request.fork_at_seq)
         if not request.fork_after_turn:
             return last_seq
-        ends = [e.seq for e in self.log.read_kinds(request.session_id, ("turn_completed", "turn_aborted"))
+        ends = [e.seq for e in log.read_kinds(request.session_id, ("turn_completed", "turn_aborted"))
                 if e.session_id == request.session_id]
         if request.fork_after_turn > len(ends):
             raise ConfigError(f"fork_after_turn: the source has {len(ends)} finished turns, "
@@ -234,7 +249,26 @@ class SessionRuntime:
 
     def _forget(self, session_id: str) -> None:
         with self._lock:
-            self._live.pop(session_id, None)
+            actor = self._live.pop(session_id, None)
+        if actor is not None and actor.setup.log is self._memory_log:  # ephemeral: its rows go with it
+            record = actor.setup.log.session(session_id)
+            actor.setup.log.discard_session(session_id)
+            with self._lock:
+                self._ended_ephemeral[session_id] = max(record.last_seq, 0) if record is not None else 0
+                while len(self._ended_ephemeral) > ENDED_EPHEMERAL_KEPT:
+                    self._ended_ephemeral.pop(next(iter(self._ended_ephemeral)))
+
+    def _ephemeral_log(self) -> EventLog:
+        with self._lock:
+            if self._memory_log is None:
+                self._memory_log = EventLog(MEMORY_LOG)
+            return self._memory_log
+
+    def log_of(self, session_id: str) -> EventLog:
+        """The log a session writes to: the in-memory one for a live ephemeral session, else the file."""
+        with self._lock:
+            actor = self._live.get(session_id)
+        return actor.setup.log if actor is not None else self.log
 
     # --- lookup and requests --------------------------------------------------------------------------
     def live(self, session_id: str) -> SessionSupervisor:
@@ -243,7 +277,7 @@ class SessionRuntime:
             actor = self._live.get(session_id)
         if actor is not None and actor.actor_ref.is_alive():
             return actor
-        if self.log.session(session_id) is None:
+        if self.log.session(session_id) is None and (actor is None or actor.setup.log is self.log):
             raise UnknownSession(f"no session {session_id!r}")
         raise SessionStateError(f"session {session_id} is stopped; resume it first")
 
@@ -275,12 +309,16 @@ class SessionRuntime:
     def stop_session(self, session_id: str) -> session_pb2.StopSessionResponse:
         """Stop a live session (children newest first); its log stays."""
         actor = self.live(session_id)
+        log = actor.setup.log
         try:
             actor.actor_ref.stop(block=True, timeout=STOP_TIMEOUT_S)
         except pykka.ActorDeadError:
             pass
-        record = self.log.session(session_id)
-        return session_pb2.StopSessionResponse(last_seq=max(record.last_seq, 0) if record else 0)
+        record = log.session(session_id)
+        if record is None:
+            with self._lock:
+                return session_pb2.StopSessionResponse(last_seq=self._ended_ephemeral.pop(session_id, 0))
+        return session_pb2.StopSessionResponse(last_seq=max(record.last_seq, 0))
 
     def get_session(self, session_id: str) -> session_pb2.SessionInfo:
         """A live session's info, or a logged one's."""
@@ -290,7 +328,7 @@ class SessionRuntime:
             reply = self.request(session_id, envelope_pb2.Envelope(
                 get_session=session_pb2.GetSessionRequest(session_id=session_id)))
             return reply.get_session_reply.session
-        record = self.log.session(session_id)
+        record = self.log_of(session_id).session(session_id)
         if record is None:
             raise UnknownSession(f"no session {session_id!r}")
         info = self._info_from_record(record)
@@ -338,9 +376,10 @@ class SessionRuntime:
     def stream(self, session_id: str, from_seq: int = 0, *, stop: threading.Event | None = None,
                follow: bool = True) -> Iterator[events_pb2.Event]:
         """A session's events from ``from_seq``: logged, then live until it stops (or ``stop`` is set)."""
-        if self.log.session(session_id) is None:
+        log = self.log_of(session_id)
+        if log.session(session_id) is None:
             raise UnknownSession(f"no session {session_id!r}")
-        return self.log.follow(session_id, from_seq, stop=stop, live=follow)
+        return log.follow(session_id, from_seq, stop=stop, live=follow)
 
     def live_ids(self) -> list[str]:
         """Ids of the live sessions."""
@@ -357,3 +396,5 @@ class SessionRuntime:
             except pykka.ActorDeadError:
                 pass
         self.log.close()
+        if self._memory_log is not None:
+            self._memory_log.close()

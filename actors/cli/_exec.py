@@ -95,7 +95,8 @@ def exec_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-user-config", action="store_true", help="do not read $CODEX_HOME/config.toml")
     p.add_argument("--last", action="store_true", help="resume: the most recent session")
     p.add_argument("--all", action="store_true", help="resume --last: any cwd, not only this one")
-    for flag in ("--ephemeral", "--ignore-rules", "--trust", "--worktree", "--approve-for-me",
+    p.add_argument("--ephemeral", action="store_true", help="persist nothing (no event log rows, no snapshot)")
+    for flag in ("--ignore-rules", "--trust", "--worktree", "--approve-for-me",
                  "--dangerously-bypass-hook-trust"):
         p.add_argument(flag, action="store_true", help="accepted for Codex compatibility; no effect here")
     for flag in ("--thread-source", "--cyber-access-program"):
@@ -161,6 +162,8 @@ def exec_overrides(ns: argparse.Namespace) -> list[str]:
         out.append('approval_policy="never"')
     if sandbox:
         out.append(f"sandbox_mode={json.dumps(sandbox)}")
+    if ns.ephemeral:
+        out.append("ephemeral=true")
     if ns.add_dir:
         roots = [os.path.abspath(d) for d in ns.add_dir]
         out.append(f"sandbox_workspace_write.writable_roots={json.dumps(roots)}")
@@ -263,7 +266,7 @@ def _run(runtime: Any, ns: argparse.Namespace, *, session_id: str, prompt: str, 
     exit_code = EXIT_FAILED
     try:
         if ns.strict_config and any(e.WhichOneof("msg") == "warning" for e in
-                                    runtime.log.follow(sid, started.configured_seq, live=False)):
+                                    runtime.log_of(sid).follow(sid, started.configured_seq, live=False)):
             print("Error: --strict-config: the configuration has keys this runtime does not know "
                   "(see the warnings)", file=out.stderr)
             return EXIT_FAILED

@@ -58,7 +58,7 @@ _KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "compact_prompt": str, "thread_name": str, "persist_extended_history": bool, "collaboration_mode": str,
     "playbook": str, "network": dict, "mcp_servers": dict, "hooks": dict, "agents": dict, "agent_types": dict,
     "shell": dict, "features": dict, "profiles": dict, "model_providers": dict, "exec": dict, "plugins": dict,
-    "sandbox_workspace_write": dict, "approvals": dict,
+    "sandbox_workspace_write": dict, "approvals": dict, "ephemeral": bool,
     **CODEX_KEY_TYPES,
 }
 _ENUM_KEYS: dict[str, dict[str, Any]] = {
