@@ -82,7 +82,8 @@ def test_new_cwd_reaches_exec_the_shell_tool_and_subagents(tmp_path: Path, model
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
-    model.add_replies(Reply(calls=(ScriptedCall("exec_command", {"cmd": "pwd"}, call_id="call_pwd"),)),
+    model.add_replies(Reply(calls=(ScriptedCall("exec_command", {"cmd": "pwd"}, call_id="call_unified"),
+                                   ScriptedCall("shell", {"command": "pwd"}, call_id="call_classic"))),
                       Reply(text_deltas=("done",)))
     with ServeProcess(_state(tmp_path, model)) as server, server.channel() as channel:
         stub = server.stub(channel)
@@ -92,7 +93,8 @@ def test_new_cwd_reaches_exec_the_shell_tool_and_subagents(tmp_path: Path, model
             session_id=sid, update=config_pb2.SessionSettingsUpdate(cwd=str(second))), timeout=WAIT_S)
         assert _exec(stub, sid, "pwd").strip() == str(second)
         _turn(stub, sid, "where are you?")
-        assert any(str(second) in output for output in _outputs(model.requests[-1].body)), model.requests[-1].body
+        outputs = _outputs(model.requests[-1].body)  # exec_command's, then the classic shell tool's
+        assert len(outputs) == 2 and all(str(second) in output for output in outputs), outputs
         model.add_replies(Reply(text_deltas=("child done",)))
         agent = stub.SpawnAgent(agents_pb2.SpawnAgentRequest(session_id=sid, message="hi"), timeout=WAIT_S)
         assert _exec(stub, agent.agent_id, "pwd").strip() == str(second)
