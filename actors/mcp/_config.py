@@ -51,6 +51,10 @@ _COMMON_FIELDS = frozenset(
         "start",
     }
 )
+#: Codex 0.169's fields that this runtime accepts and does not act on (approval modes, OAuth, env forwarding).
+CODEX_IGNORED_FIELDS = frozenset(
+    {"default_tools_approval_mode", "tools", "env_vars", "env_http_headers", "scopes", "oauth_resource"}
+)
 _KNOWN_FIELDS = _STDIO_FIELDS | _HTTP_FIELDS | _COMMON_FIELDS
 
 
@@ -150,7 +154,7 @@ def parse_mcp_server(name: str, table: Mapping[str, Any]) -> McpServerConfig:
     """Parse one ``[mcp_servers.NAME]`` table; raises ``McpConfigError`` naming the bad field."""
     if not isinstance(table, Mapping):
         raise McpConfigError(f"mcp_servers.{name}: expected a table, got {type(table).__name__}")
-    unknown = sorted(set(table) - _KNOWN_FIELDS)
+    unknown = sorted(set(table) - _KNOWN_FIELDS - CODEX_IGNORED_FIELDS)
     if unknown:
         raise McpConfigError(
             f"mcp_servers.{name}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_KNOWN_FIELDS))}"

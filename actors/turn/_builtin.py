@@ -283,11 +283,13 @@ CLASSIC_TOOL_SET = "classic"
 
 
 def tool_set_for(ctx: TaskContext) -> str:
-    """``services["tool_set"]`` if given, else Codex's set for the ``openai`` provider, the classic one otherwise."""
+    """``services["tool_set"]`` if given, else Codex's set for a provider of the ``openai`` kind (Codex's own
+    ``[model_providers.X]`` tables are of that kind whatever their name), the classic one otherwise."""
     chosen = ctx.services.get("tool_set")
     if chosen in (CODEX_TOOL_SET, CLASSIC_TOOL_SET):
         return str(chosen)
-    return CODEX_TOOL_SET if ctx.configuration.provider == "openai" else CLASSIC_TOOL_SET
+    kind = ctx.services.get("provider_kind") or ctx.configuration.provider
+    return CODEX_TOOL_SET if kind == "openai" else CLASSIC_TOOL_SET
 
 
 def _bind(function: Callable[..., Awaitable[ToolOutput]], first: Any) -> ToolHandler:
