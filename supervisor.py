@@ -3,7 +3,8 @@
 
 Commands:
   run [PROMPT]          run one session in this process and print its events (readable, or --json JSONL)
-  serve                 serve the gRPC API (SessionService, health, reflection) on loopback
+  serve                 serve the gRPC API (SessionService, health, reflection) on <home>/run/supervisor.sock
+  token create|revoke   make or revoke a principal's API token
   sessions list         list sessions in the event log
   sessions show ID      print a session's logged events
   sessions resume ID    resume a logged session in this process and run PROMPT in it
@@ -61,8 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     session_options(run)
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
-    serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT; port 0 picks one and prints it")
-    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback listen address")
+    serve.add_argument("--listen", default=None,
+                       help="HOST:PORT (port 0 picks one) or unix:PATH; default: the unix socket "
+                       "<home>/run/supervisor.sock. A non-loopback address needs TLS")
+    serve.add_argument("--token-file", type=Path,
+                       help="read the owner token from this file (default: a new one each start)")
+
+    token = sub.add_parser("token", help="API tokens for principals (each owns the sessions it starts)")
+    tsub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="print a new token for a principal")
+    create.add_argument("--principal", required=True, help="the principal's name")
+    create.add_argument("--ttl", type=float, default=0.0, metavar="SECONDS", help="expire after SECONDS (0: never)")
+    revoke = tsub.add_parser("revoke", help="revoke a token, or every token of a principal")
+    revoke.add_argument("token", nargs="?", default="", help="the token to revoke")
+    revoke.add_argument("--principal", default="", help="revoke every token of this principal")
+    tsub.add_parser("list", help="list the principals' tokens (names and expiry, never the tokens)")
 
     sub.add_parser("exec", help="Codex's `codex exec`: same options, config.toml, JSONL (exec --help)", add_help=False)
 
@@ -214,12 +228,23 @@ def _exit_without_teardown(code: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from actors.gateway import serve
+    from actors.errors import ConfigError
+    from actors.gateway import check_listen, serve
 
+    try:
+        check_listen(args.listen, tls=False)
+        token = args.token_file.read_text().strip() if args.token_file else None
+    except (ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runtime = _runtime(args)
-    server = serve(runtime, args.listen, allow_remote=args.allow_remote)
-    host = args.listen.rsplit(":", 1)[0]
-    print(f"serving supervisor.v1.SessionService on {host}:{server.port}", flush=True)
+    try:
+        server = serve(runtime, args.listen, token=token)
+    except ConfigError as exc:
+        runtime.shutdown()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving supervisor.v1.SessionService on {server.address}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -227,6 +252,31 @@ def _serve(args: argparse.Namespace) -> int:
     server.stop()
     runtime.shutdown()
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from actors.auth import TokenStore
+    from actors.errors import ConfigError
+
+    store = TokenStore(_home(args))
+    try:
+        if args.action == "create":
+            print(store.create(args.principal, args.ttl))
+            return 0
+        if args.action == "revoke":
+            if not args.token and not args.principal:
+                print("error: token revoke needs a TOKEN or --principal NAME", file=sys.stderr)
+                return 2
+            count = store.revoke(args.token, args.principal)
+            print(f"revoked {count} token(s)", file=sys.stderr)
+            return 0 if count else 1
+        for entry in store.entries():
+            expires = f"expires {entry.expires:.0f}" if entry.expires else "no expiry"
+            print(f"{entry.principal}  {entry.digest[:12]}  {expires}")
+        return 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _sessions(args: argparse.Namespace) -> int:
@@ -281,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_session(args, "new")
     if args.command == "serve":
         return _serve(args)
+    if args.command == "token":
+        return _token(args)
     return _sessions(args)
 
 

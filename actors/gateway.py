@@ -6,7 +6,10 @@
   receive limit). Neither touches any session.
 - Each RPC runs in a server span whose parent is the client's ``traceparent`` metadata; the span's context
   rides into the session in the request ``Envelope``.
-- The server binds loopback unless told otherwise, and serves ``grpc.health.v1`` and reflection.
+- The server listens on a unix socket ``<home>/run/supervisor.sock`` unless told otherwise (TCP: loopback, or
+  any address with TLS), writes ``<home>/run/serve.json`` (address + owner token, 0600), and refuses every
+  call but health's without a valid token (``actors.auth.AuthInterceptor``). It serves ``grpc.health.v1`` and
+  reflection.
 - It is a ``grpc.aio`` server on its own asyncio thread (not the trio loop: grpc.aio fails under trio). Unary
   RPCs run as plain functions on a bounded thread pool; event streams (``StreamEvents`` and
   ``EventStreamService.StreamEventBatches``) are coroutines on the loop, so 1,000 open streams hold no thread
@@ -20,10 +23,12 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,6 +38,16 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from actors.auth import (
+    Authenticator,
+    AuthInterceptor,
+    ServeInfo,
+    TokenStore,
+    new_token,
+    remove_serve_info,
+    socket_path,
+    write_serve_info,
+)
 from actors.core import READ_BATCH, put_with_reply, span
 from actors.errors import (
     ChildStartError,
@@ -56,7 +71,7 @@ from actors.limits import check_request
 from actors.runtime import REQUEST_TIMEOUT_S, SessionRuntime
 from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
 
-__all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "serve"]
+__all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "check_listen", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -398,45 +413,80 @@ class _LoopThread:
 
 
 class GatewayServer:
-    """A running gRPC server and the port it bound."""
+    """A running gRPC server: its gRPC target (``address``), the TCP port it bound (0 on a unix socket) and
+    the owner token a client sends (``actors.auth.open_channel(server.address, server.token)``)."""
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.HealthServicer,
-                 executor: futures.ThreadPoolExecutor, loop: _LoopThread) -> None:
+                 executor: futures.ThreadPoolExecutor, loop: _LoopThread, *, address: str, token: str,
+                 info_home: Path | None, sock: Path | None) -> None:
         self.server = server
         self._executor = executor
         self._loop = loop
         self.port = port
+        self.address = address
+        self.token = token
         self.health = health_servicer
+        self._info_home = info_home
+        self._sock = sock
 
     def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Stop serving (NOT_SERVING first, so health checkers see it)."""
         self.health.enter_graceful_shutdown()
+        if self._info_home is not None:
+            remove_serve_info(self._info_home, ServeInfo(self.address, self.token))
         try:
             self._loop.run(self.server.stop(grace), grace + 1)
         finally:
             self._loop.close()
             self._executor.shutdown(wait=True, cancel_futures=True)
+            if self._sock is not None:
+                self._sock.unlink(missing_ok=True)
             # grpc.aio's poller thread ends when its last server object is freed; some sit in reference cycles
             del self.server
             gc.collect()
 
 
-def _check_listen(listen: str, allow_remote: bool) -> None:
+def check_listen(listen: str | None, tls: bool) -> None:
+    """``ConfigError`` unless ``listen`` is a unix socket, a loopback address, or any address with ``tls``."""
+    if listen is None:
+        return
+    if listen.startswith("unix:"):
+        return
     host = listen.rsplit(":", 1)[0].strip("[]")
-    if host in ("localhost", ""):
+    if host == "localhost":
         return
     try:
         address = ipaddress.ip_address(host)
     except ValueError as exc:
         raise ConfigError(f"--listen: {listen!r} is not HOST:PORT with an IP address") from exc
-    if not address.is_loopback and not allow_remote:
-        raise ConfigError(f"--listen: {listen} is not a loopback address (use --allow-remote to serve it)")
+    if not address.is_loopback and not tls:
+        raise ConfigError(f"--listen {listen} is not a loopback address: serving it needs TLS "
+                          "(--tls-cert and --tls-key)")
 
 
-def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote: bool = False,
+def _unix_socket(runtime: SessionRuntime) -> tuple[str, Path]:
+    path = socket_path(runtime.options.home)
+    path.unlink(missing_ok=True)  # a socket left by a server that was killed
+    return f"unix:{path}", path
+
+
+def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | None = None,
+          write_info: bool = True, authenticate: bool = True,
           max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GatewayServer:
-    """Start the gRPC server (SessionService, EventStreamService, health, reflection); return it and its port."""
-    _check_listen(listen, allow_remote)
+    """Start the gRPC server (SessionService, EventStreamService, health, reflection) and return it.
+
+    ``listen`` None: the unix socket ``<home>/run/supervisor.sock`` (0600 in a 0700 directory); else
+    ``HOST:PORT`` (loopback) or ``unix:PATH``. ``token`` is the owner token (default: a fresh one); principal
+    tokens come from the home's ``TokenStore``. ``write_info`` writes ``<home>/run/serve.json`` (removed at
+    stop). ``authenticate=False`` drops the interceptor: only the benchmark's baseline uses it.
+    """
+    sock: Path | None = None
+    if listen is None:
+        listen, sock = _unix_socket(runtime)
+    check_listen(listen, tls=False)
+    owner_token = token or new_token()
+    interceptors = [AuthInterceptor(Authenticator(owner_token, TokenStore(runtime.options.home)))] \
+        if authenticate else []
     executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker")
     health_servicer = health.HealthServicer()
     loop = _LoopThread()
@@ -444,6 +494,7 @@ def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote:
     async def build() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(
             migration_thread_pool=executor,
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -456,7 +507,7 @@ def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote:
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             (SERVICE_NAME, STREAM_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(listen)
+        port = server.add_insecure_port(listen)  # a socket is chmod-ed 0600 below; its 0700 directory guards it
         if port == 0:
             raise ConfigError(f"--listen: could not bind {listen}")
         await server.start()
@@ -469,7 +520,16 @@ def serve(runtime: SessionRuntime, listen: str = "127.0.0.1:0", *, allow_remote:
         executor.shutdown(wait=False)
         raise
     _name_aio_poller()
-    return GatewayServer(server, port, health_servicer, executor, loop)
+    if sock is not None:
+        sock.chmod(0o600)
+        address, port = listen, 0
+    else:
+        address = f"{listen.rsplit(':', 1)[0]}:{port}" if not listen.startswith("unix:") else listen
+    info_home = runtime.options.home if write_info else None
+    if info_home is not None:
+        write_serve_info(info_home, ServeInfo(address, owner_token, pid=os.getpid()))
+    return GatewayServer(server, port, health_servicer, executor, loop, address=address, token=owner_token,
+                         info_home=info_home, sock=sock)
 
 
 def _name_aio_poller() -> None:

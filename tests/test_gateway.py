@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from actors.auth import open_channel
 from actors.gateway import MAX_MESSAGE_BYTES, serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.turn import builtin_runner
@@ -28,7 +29,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub,
     (etc / "requirements.toml").write_text('allowed_approval_policies = ["on-request", "untrusted"]\n')
     runtime = SessionRuntime(RuntimeOptions(task_runner=builtin_runner, home=tmp_path / "home", managed_dir=etc))
     server = serve(runtime, "127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_channel(server.address, server.token)
     try:
         yield session_pb2_grpc.SessionServiceStub(channel), channel, tmp_path
     finally:

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from opentelemetry import trace
 
+from actors.auth import open_channel
 from actors.core import current_traceparent, trace_id_of
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
@@ -26,7 +27,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub,
     runtime = SessionRuntime(RuntimeOptions(
         task_runner=builtin_runner, home=tmp_path / "home", managed_dir=tmp_path / "etc"))
     server = serve(runtime, "127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_channel(server.address, server.token)
     try:
         yield session_pb2_grpc.SessionServiceStub(channel), runtime, tmp_path
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from actors.auth import open_channel
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import approvals_pb2, events_pb2, network_pb2, session_pb2, session_pb2_grpc, shell_pb2
@@ -39,7 +40,7 @@ class Stack:
             path.mkdir()
         self.runtime = SessionRuntime(RuntimeOptions(home=self.home, managed_dir=tmp_path / "etc"))
         self.server = serve(self.runtime, "127.0.0.1:0")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
+        self.channel = open_channel(self.server.address, self.server.token)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
 
     def start(self, config: str, playbook: str) -> str:

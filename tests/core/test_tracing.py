@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import grpc
 from opentelemetry import trace
 
+from actors.auth import open_channel
 from actors.core import _tracing
 from actors.core._supervision import ChildSpec, SupervisedActor
 from actors.gateway import serve
@@ -35,7 +35,7 @@ def test_client_span_rpc_session_start_and_child_start_share_one_trace(tmp_path:
         task_runner=builtin_runner, home=tmp_path / "h", managed_dir=tmp_path / "e", extra_children=children))
     server = serve(runtime, "127.0.0.1:0")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with open_channel(server.address, server.token) as channel:
             stub = session_pb2_grpc.SessionServiceStub(channel)
             with trace.get_tracer("test-client").start_as_current_span("client"):
                 tp, _ = _tracing.current_traceparent()

@@ -16,6 +16,7 @@ from types import TracebackType
 
 import grpc
 
+from actors.auth import open_channel, read_serve_info
 from protos.supervisor.v1 import session_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,8 @@ START_BOUND_S = 30.0
 class ServeProcess:
     """``supervisor.py --home HOME serve ARGS`` as a child process; a context manager that always reaps it.
 
-    ``address`` is a gRPC target (``127.0.0.1:PORT``) once :meth:`start` returned.
+    ``address`` is a gRPC target (``127.0.0.1:PORT``, or ``unix:PATH`` with ``args=()``) and ``token`` the
+    owner token (from ``<home>/run/serve.json``) once :meth:`start` returned; :meth:`channel` sends it.
     """
 
     def __init__(self, home: Path, args: Sequence[str] = ("--listen", "127.0.0.1:0"),
@@ -37,6 +39,7 @@ class ServeProcess:
         self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.token = ""
 
     def start(self) -> ServeProcess:
         """Start the server and wait (bounded) until it listens."""
@@ -50,10 +53,15 @@ class ServeProcess:
             self.proc.wait(START_BOUND_S)
             raise AssertionError(f"serve did not start: {line!r}")
         self.address = line.split(" on ", 1)[1].strip()
+        self.token = read_serve_info(self.home).token
         return self
 
-    def channel(self) -> grpc.Channel:
-        """A new channel to the server (the caller closes it)."""
+    def channel(self, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+        """A new channel to the server, authenticated with the owner token (the caller closes it)."""
+        return open_channel(self.address, self.token, options=options)
+
+    def unauthenticated_channel(self) -> grpc.Channel:
+        """A new channel that sends no token (every call but health's is refused UNAUTHENTICATED)."""
         return grpc.insecure_channel(self.address)
 
     def stub(self, channel: grpc.Channel) -> session_pb2_grpc.SessionServiceStub:

@@ -1,6 +1,7 @@
 // A SessionService client in another language: loads the .proto files, starts a session, streams its
-// events to SessionConfigured, and stops it. Usage: node client.mjs HOST:PORT REPO_ROOT CWD
-// Prints one JSON line with what it saw; exits non-zero on any failure.
+// events to SessionConfigured, and stops it. Usage: node client.mjs TARGET REPO_ROOT CWD
+// TARGET is HOST:PORT or unix:PATH; the token is read from $SUPERVISOR_TOKEN and sent as
+// `authorization: Bearer TOKEN` on every call. Prints one JSON line with what it saw; exits non-zero on any failure.
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 import path from "node:path";
@@ -17,10 +18,17 @@ const definition = protoLoader.loadSync("protos/supervisor/v1/session.proto", {
 const pkg = grpc.loadPackageDefinition(definition).supervisor.v1;
 const client = new pkg.SessionService(target, grpc.credentials.createInsecure());
 const deadline = () => new Date(Date.now() + 10000);
+const token = process.env.SUPERVISOR_TOKEN || "";
 
-function call(method, request) {
+function auth() {
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
+}
+
+function call(method, request, metadata = auth()) {
   return new Promise((resolve, reject) => {
-    client[method](request, { deadline: deadline() }, (err, reply) => (err ? reject(err) : resolve(reply)));
+    client[method](request, metadata, { deadline: deadline() }, (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 
@@ -32,7 +40,7 @@ function fail(err) {
 try {
   const started = await call("StartSession", { cwd, client_name: "node-test", client_version: "1.0" });
   const sessionId = started.session_id;
-  const metadata = new grpc.Metadata();
+  const metadata = auth();
   metadata.set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03");
   const first = await new Promise((resolve, reject) => {
     const stream = client.StreamEvents({ session_id: sessionId, from_seq: 0 }, metadata, { deadline: deadline() });
@@ -53,6 +61,12 @@ try {
   } catch (err) {
     notFound = err.code;
   }
+  let unauthenticated = null;
+  try {
+    await call("ListSessions", {}, new grpc.Metadata());
+  } catch (err) {
+    unauthenticated = err.code;
+  }
   console.log(JSON.stringify({
     session_id: sessionId,
     first_kind: first.msg,
@@ -60,6 +74,7 @@ try {
     client_name: first.session_configured.configuration.app_server_client_name,
     last_seq: stopped.last_seq,
     not_found_code: notFound,
+    unauthenticated_code: unauthenticated,
   }));
   client.close();
 } catch (err) {

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from actors.auth import open_channel
 from actors.core import MAX_EVENT_BYTES, TRUNCATION_MARKER
 from actors.gateway import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, RETRY_AFTER_KEY, serve
 from actors.limits import FIELD_BYTES, LIST_ENTRY_BYTES
@@ -38,7 +39,7 @@ Stubs = tuple[session_pb2_grpc.SessionServiceStub, stream_pb2_grpc.EventStreamSe
 def stack(tmp_path: Path) -> Iterator[Stubs]:
     runtime = SessionRuntime(RuntimeOptions(task_runner=builtin_runner, home=tmp_path / "home"))
     server = serve(runtime, "127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
+    channel = open_channel(server.address, server.token, options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", 16 << 20)])
     try:
         yield (session_pb2_grpc.SessionServiceStub(channel), stream_pb2_grpc.EventStreamServiceStub(channel),

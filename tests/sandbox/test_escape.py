@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from actors.auth import open_channel
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from protos.supervisor.v1 import session_pb2, session_pb2_grpc, shell_pb2
@@ -43,7 +43,7 @@ class Stack:
             path.mkdir()
         self.runtime = SessionRuntime(RuntimeOptions(home=self.home, managed_dir=tmp_path / "etc"))
         self.server = serve(self.runtime, "127.0.0.1:0")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
+        self.channel = open_channel(self.server.address, self.server.token)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
 
     def start(self, config: str, plan: list[str] | None = None) -> str:

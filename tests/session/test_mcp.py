@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from actors.auth import open_channel
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.turn import builtin_runner
@@ -30,7 +31,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub,
     runtime = SessionRuntime(RuntimeOptions(task_runner=builtin_runner, home=tmp_path / "home",
                                             managed_dir=tmp_path / "etc"))
     server = serve(runtime, "127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_channel(server.address, server.token)
     try:
         yield session_pb2_grpc.SessionServiceStub(channel), runtime, tmp_path
     finally:

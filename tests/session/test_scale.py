@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pykka
 import pytest
 
+from actors.auth import open_channel
 from actors.core import get_pool
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
@@ -95,7 +95,7 @@ def test_a_tree_of_1000_parks_and_stops_leaving_nothing(runtime: SessionRuntime,
 @pytest.fixture
 def served(runtime: SessionRuntime) -> Iterator[tuple[SessionRuntime, session_pb2_grpc.SessionServiceStub]]:
     server = serve(runtime, "127.0.0.1:0")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_channel(server.address, server.token)
     try:
         yield runtime, session_pb2_grpc.SessionServiceStub(channel)
     finally:
