@@ -280,8 +280,7 @@ class Bench:
 
     # ours, warm
     def start_serve(self) -> None:
-        import grpc
-
+        from actors.auth import connect
         from protos.supervisor.v1 import session_pb2_grpc
 
         self.serve = subprocess.Popen(
@@ -290,10 +289,9 @@ class Bench:
             text=True)
         assert self.serve.stdout is not None
         line = _readline_within(self.serve.stdout, SERVE_START_TIMEOUT_S)
-        match = re.search(r"(\d+\.\d+\.\d+\.\d+:\d+)", line)
-        if match is None:
+        if "serving" not in line:
             raise RuntimeError(f"serve did not print its address: {line!r}")
-        self.channel = grpc.insecure_channel(match.group(1))
+        self.channel = connect(self.home)  # address and owner token from <home>/run/serve.json
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
 
     def warm(self, scenario: str) -> tuple[str, Outcome]:

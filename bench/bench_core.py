@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import grpc
 import pykka
 
+from actors.auth import open_channel
 from actors.core import SupervisedActor, start_actor
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
@@ -107,7 +108,7 @@ def rpc_round_trips(home: Path) -> tuple[Row, Row]:
     raw_port = raw_server.add_insecure_port("127.0.0.1:0")
     raw_server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch, \
+        with open_channel(server.address, server.token) as ch, \
                 grpc.insecure_channel(f"127.0.0.1:{raw_port}") as raw_ch:
             stub = session_pb2_grpc.SessionServiceStub(ch)
             sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(home))).session_id

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import grpc
 
+from actors.auth import bearer, open_channel
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.turn import builtin_runner
@@ -74,7 +76,7 @@ def one_client(home: Path) -> tuple[Row, Row]:
         for i in range(ONE_CLIENT_EVENTS - 1):
             actor.emit(events_pb2.Warning(message=f"event {i} " + "x" * 60))
         runtime.stop_session(sid)
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch, \
+        with open_channel(server.address, server.token) as ch, \
                 grpc.insecure_channel(f"127.0.0.1:{raw_port}") as raw_ch:
             stub = session_pb2_grpc.SessionServiceStub(ch)
             batches = stream_pb2_grpc.EventStreamServiceStub(ch)
@@ -124,7 +126,8 @@ async def _clients(port: int, sid: str, from_seq: int, n: int, m: int) -> dict[s
     async def one() -> None:
         nonlocal ready
         got = 0
-        call = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, from_seq=from_seq))
+        call = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, from_seq=from_seq),
+                                 metadata=bearer(os.environ["SUPERVISOR_TOKEN"]))
         async for _ in call:
             got += 1
             if got == 1:
@@ -154,7 +157,8 @@ def many_clients(home: Path) -> Row:
         actor = runtime.live(sid)
         last = runtime.log.last_seq(sid)
         proc = subprocess.Popen([sys.executable, __file__, "--clients", str(server.port), sid, str(last),
-                                 str(MANY_CLIENTS), str(MANY_EVENTS)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                 str(MANY_CLIENTS), str(MANY_EVENTS)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**os.environ, "SUPERVISOR_TOKEN": server.token})
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
