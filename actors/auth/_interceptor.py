@@ -9,9 +9,10 @@ task for coroutines and async generators), read with ``current_principal()``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import grpc
@@ -62,11 +63,13 @@ def _bind(behavior: Callable[..., Any], resolve: Callable[[Any], Principal]) -> 
     if inspect.isasyncgenfunction(behavior):
         async def agen(request: Any, context: Any) -> AsyncIterator[Any]:
             reset = _PRINCIPAL.set(await _resolved(resolve, context))
+            inner = behavior(request, context)
             try:
-                async for item in behavior(request, context):
+                async for item in inner:
                     yield item
             finally:
-                _PRINCIPAL.reset(reset)
+                await inner.aclose()  # now, not when the collector finds it: it holds the log's follower
+                _reset(reset)
         return agen
     if inspect.iscoroutinefunction(behavior):
         async def coro(request: Any, context: Any) -> Any:
@@ -82,7 +85,7 @@ def _bind(behavior: Callable[..., Any], resolve: Callable[[Any], Principal]) -> 
             try:
                 yield from behavior(request, context)
             finally:
-                _PRINCIPAL.reset(reset)
+                _reset(reset)
         return gen
 
     def plain(request: Any, context: Any) -> Any:
@@ -92,6 +95,13 @@ def _bind(behavior: Callable[..., Any], resolve: Callable[[Any], Principal]) -> 
         finally:
             _PRINCIPAL.reset(reset)
     return plain
+
+
+def _reset(token: Token[Principal | None]) -> None:
+    """Undo a ``set``; a generator closed from another context (a cancelled stream finalized by the loop) has
+    nothing to undo there, its own context ends with it."""
+    with contextlib.suppress(ValueError):
+        _PRINCIPAL.reset(token)
 
 
 async def _resolved(resolve: Callable[[Any], Principal], context: Any) -> Principal:
