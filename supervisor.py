@@ -105,9 +105,25 @@ def _home(args: argparse.Namespace) -> Path:
     return args.home or default_home()
 
 
+def _guard_processes(home: Path) -> None:
+    """Start the process watchdog: what the sessions spawn dies with this process, even on kill -9."""
+    from actors.core import install_watchdog
+
+    install_watchdog(home)
+
+
+def _release_watchdog() -> None:
+    """Close the watchdog (it sweeps and exits) and reap it; commands that never started one import nothing."""
+    module = sys.modules.get("actors.core._watchdog")
+    watchdog = module.active_watchdog() if module is not None else None
+    if watchdog is not None:
+        watchdog.close()
+
+
 def _runtime(args: argparse.Namespace) -> Any:
     from actors.runtime import RuntimeOptions, SessionRuntime
 
+    _guard_processes(_home(args))
     return SessionRuntime(RuntimeOptions(home=_home(args)))
 
 
@@ -202,6 +218,7 @@ def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any]) -> Any:
     from actors.runtime import RuntimeOptions, SessionRuntime
 
     codex = codex_home() if read_codex_config else None
+    _guard_processes(_home(argparse.Namespace(home=None)))
     return SessionRuntime(RuntimeOptions(home=_home(argparse.Namespace(home=None)), codex_home=codex,
                                          config_defaults=defaults))
 
@@ -244,13 +261,14 @@ def _serve(args: argparse.Namespace) -> int:
         runtime.shutdown()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"serving supervisor.v1.SessionService on {server.address}", flush=True)
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the line a client waits for: a stop right after it counts
         signal.signal(sig, lambda *_: done.set())
+    print(f"serving supervisor.v1.SessionService on {server.address}", flush=True)
     done.wait()
     server.stop()
     runtime.shutdown()
+    _release_watchdog()
     return 0
 
 
@@ -339,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         code = main()
+        _release_watchdog()
         if _released:
             _exit_without_teardown(code)
         sys.exit(code)

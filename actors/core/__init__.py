@@ -48,12 +48,23 @@ from actors.core._trio_host import (
     set_event_soon,
     single_error,
 )
+from actors.core._watchdog import (
+    OWNER_ENV,
+    Watchdog,
+    active_watchdog,
+    forget_group,
+    install_watchdog,
+    owner_environment,
+    owner_token,
+    watch_group,
+)
 
 __all__ = [
     "HISTORY_KINDS",
     "HOST_THREAD_NAME",
     "MAX_EVENT_BYTES",
     "MAX_OUTPUT_BYTES",
+    "OWNER_ENV",
     "READ_BATCH",
     "RUNNING",
     "STOPPED",
@@ -73,6 +84,8 @@ __all__ = [
     "TaskCancelled",
     "TaskScope",
     "TrioHost",
+    "Watchdog",
+    "active_watchdog",
     "actor_of",
     "carrier",
     "collapse_cancelled",
@@ -80,9 +93,13 @@ __all__ = [
     "exc_text",
     "exit_status",
     "extract_context",
+    "forget_group",
     "get_host",
     "get_pool",
+    "install_watchdog",
     "leaf_exceptions",
+    "owner_environment",
+    "owner_token",
     "put_with_reply",
     "run_command",
     "set_event_soon",
@@ -93,4 +110,5 @@ __all__ = [
     "start_actor",
     "supervise",
     "trace_id_of",
+    "watch_group",
 ]

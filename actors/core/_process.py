@@ -16,8 +16,13 @@ Contract:
 - ``signal_group`` is the tree's one ``os.killpg``.
 - Exit statuses are reported shell-style: ``128 + signal`` for a process killed by a signal.
 
-Not covered: a process that calls ``setsid()`` itself leaves the group and escapes the kill; orphans of the
-group are reparented to PID 1 (or a subreaper), which must reap them.
+- With a watchdog installed (``_watchdog.py``), every group is registered with it from its spawn to its reap
+  and every child carries the server's ``SESSION_SUPERVISOR_OWNER`` mark, so the group dies with the server even
+  on ``kill -9``.
+
+Not covered: a process that calls ``setsid()`` itself leaves the group and escapes the kill while the server
+runs (the watchdog's mark sweep still gets it when the server ends); orphans of the group are reparented to
+PID 1 (or a subreaper), which must reap them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 import trio
 
 from actors.core._trio_host import collapse_cancelled
+from actors.core._watchdog import forget_group, owner_environment, watch_group
 from actors.errors import ProcessStartError
 
 __all__ = [
@@ -125,7 +131,7 @@ class GroupProcess:
                 stderr=(subprocess.STDOUT if merge_stderr else subprocess.PIPE) if stdio is None else stdio,
                 start_new_session=True,
                 cwd=str(cwd),
-                env=dict(env),
+                env={**env, **owner_environment()},
                 close_fds=True,
                 preexec_fn=preexec_fn,
             )
@@ -142,6 +148,7 @@ class GroupProcess:
                         await stream.aclose()
                 await proc.wait()
             raise
+        watch_group(proc.pid)
         return cls(proc, pidfd)
 
     @property
@@ -212,6 +219,8 @@ class GroupProcess:
             if reap_scope.cancelled_caught:
                 logger.error("process %d did not die after SIGKILL; leaving it unreaped", self.pid)
                 self.returncode = -signal.SIGKILL
+            else:
+                forget_group(self.pid)
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None

@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from actors.core import forget_group, owner_environment, watch_group
 from actors.mcp._config import McpServerConfig
 from actors.mcp._process import CONNECTION_TAG_VAR, kill_group, peek_exit, wait_exited, wait_for_tagged_child
 
@@ -124,7 +125,7 @@ class StdioTransport:
         params = StdioServerParameters(
             command=self._config.command,
             args=list(self._config.args),
-            env={**self._config.env, CONNECTION_TAG_VAR: tag},
+            env={**self._config.env, CONNECTION_TAG_VAR: tag, **owner_environment()},
             cwd=self._config.cwd,
         )
         read_fd, write_fd = os.pipe()
@@ -140,6 +141,8 @@ class StdioTransport:
             self.pid = await wait_for_tagged_child(tag)
         if self.pid is None:
             logger.warning("mcp server %s: could not find its process; stop relies on the SDK", self._config.name)
+        else:
+            watch_group(self.pid)  # the SDK starts it in a session of its own: pgid == pid
         self._nursery.start_soon(self._pump_stderr, self._stderr)
         return WatchedReadStream(read_stream, self.closed), write_stream
 
@@ -155,6 +158,7 @@ class StdioTransport:
         finally:
             if self.pid is not None:
                 kill_group(self.pid)  # descendants that left the leader behind
+                forget_group(self.pid)
             with trio.CancelScope(shield=True):
                 await self._close_stderr()
 
