@@ -8,13 +8,19 @@ Contract:
   ``McpStartupError`` whose message carries a hint (the ``startup_timeout_sec`` field on a timeout, the
   ``bearer_token_env_var`` variable on an authentication failure). An invalid server name or a missing token
   variable fails the start; nothing crashes.
-- A stdio server that dies is noticed at once (its stdout ends), reaped, and started again with exponential
-  backoff (``RestartPolicy``); each success emits ``McpServerRestarted``. After
-  ``max_consecutive_failures`` failed restarts the server stays FAILED. ``stop()`` kills the process group.
-- ``call_tool`` waits for a restarting server, and both the wait and the call are bounded by
-  ``tool_timeout_sec`` (``McpToolTimeout``); a call in flight when the server dies fails with
-  ``McpCallFailed``. ``on_first_use`` servers start on their first call. Each call is an OpenTelemetry span
-  (tracer ``actors.mcp``) that is a child of the caller's traceparent; untraced calls make no span.
+- A stdio server that dies is noticed at once (its stdout ends), reaped, and started again with capped
+  exponential backoff (``RestartPolicy``), for ever: each state change is an event (``McpStartupUpdate``
+  RESTARTING with the error and ``retry_in_ms`` when it went away and after each failed attempt,
+  ``McpServerRestarted`` when it serves again) and one log line (the first failed attempt and the recovery,
+  not every attempt). Only with ``max_restart_failures`` (or the policy's ``max_consecutive_failures``) does it
+  stay FAILED after that many failed attempts in a row (``McpStartupUpdate`` FAILED, "gave up ..."), until
+  ``restart()``. ``stop()`` kills the process group.
+- ``call_tool`` waits for a server restarting after a crash, and both the wait and the call are bounded by
+  ``tool_timeout_sec`` (``McpToolTimeout``); once a restart attempt failed, calls fail at once with
+  ``McpServerUnavailable`` whose ``retry_after_s`` is the time to the next attempt. A call in flight when the
+  server dies fails with ``McpCallFailed``. ``on_first_use`` servers start on their first call. Each call is
+  an OpenTelemetry span (tracer ``actors.mcp``) that is a child of the caller's traceparent; untraced calls make
+  no span.
 - Rug-pull guard: the first tool list is accepted as it is; a later listing (after a restart, a
   ``tools/list_changed`` notification or ``list_tools(refresh=True)``) whose description or input schema of a
   tool differs, or that adds a tool, emits ``McpToolsChanged`` and refuses those tools (``McpToolChanged``)
@@ -100,6 +106,9 @@ class McpConnectionService:
         self._guard = guard or ToolGuard(config.name, emit, config.tool_enabled)
         self.last_error = ""
         self.restarts = 0
+        #: Failed restart attempts in a row since the last crash (0 while none failed).
+        self.restart_failures = 0
+        self._next_attempt_at = 0.0
 
     # --- context --------------------------------------------------------------------------------------
     async def __aenter__(self) -> McpConnectionService:
@@ -301,22 +310,46 @@ class McpConnectionService:
                 self._set_state(ConnectionState.STOPPED if self._stop_requested else ConnectionState.FAILED)
             self._watch_done.set()
 
+    def _give_up_after(self) -> int | None:
+        if self.config.max_restart_failures is not None:
+            return self.config.max_restart_failures
+        return self._restart_policy.max_consecutive_failures
+
+    def _emit_restarting(self, error: str, delay_s: float) -> None:
+        self._emit(mcp_pb2.McpStartupUpdate(server=self.name, status=mcp_pb2.MCP_STARTUP_STATUS_RESTARTING,
+                                            error=error, retry_in_ms=int(delay_s * 1000)))
+
     async def _restart_after_crash(self, reason: str) -> Connection | None:
-        failures = 0
+        """Try again and again with capped backoff until the server serves (or the configured limit says stop)."""
+        self.restart_failures = 0
+        self.last_error = reason
+        limit = self._give_up_after()
         while True:
-            await trio.sleep(self._restart_policy.delay(failures))
+            delay = self._restart_policy.delay(self.restart_failures)
+            self._next_attempt_at = trio.current_time() + delay
+            self._emit_restarting(self.last_error, delay)
+            await trio.sleep(delay)
             try:
                 conn = await self._open()
             except McpStartupError as exc:
-                failures += 1
+                self.restart_failures += 1
                 self.last_error = exc.reason
-                self._emit_status(mcp_pb2.MCP_STARTUP_STATUS_FAILED, exc.reason)
-                if failures >= self._restart_policy.max_consecutive_failures:
-                    self.last_error = f"gave up after {failures} failed restarts: {exc.reason}"
+                self._set_state(ConnectionState.RESTARTING)  # wakes callers waiting for the first attempt
+                if limit is not None and self.restart_failures >= limit:
+                    self.last_error = f"gave up after {self.restart_failures} failed restarts: {exc.reason}"
+                    logger.warning("MCP server %s: %s", self.name, self.last_error)
+                    self._emit_status(mcp_pb2.MCP_STARTUP_STATUS_FAILED, self.last_error)
                     self._conn = None
                     self._set_state(ConnectionState.FAILED)
                     return None
+                if self.restart_failures == 1:
+                    logger.warning("MCP server %s: restart failed (%s); retrying with backoff up to %g s",
+                                   self.name, exc.reason, self._restart_policy.max_backoff_s)
                 continue
+            if self.restart_failures:
+                logger.warning("MCP server %s serves again after %d failed restarts", self.name,
+                               self.restart_failures)
+            self.restart_failures = 0
             self.restarts += 1
             self._install(conn)
             self._emit(mcp_pb2.McpServerRestarted(server=self.name, attempt=self.restarts, reason=reason))
@@ -378,6 +411,13 @@ class McpConnectionService:
                 return conn
             if self._state is ConnectionState.FAILED:
                 raise McpServerUnavailable(f"MCP server '{self.name}' is not available: {self.last_error}")
+            if self._state is ConnectionState.RESTARTING and self.restart_failures:
+                wait_s = max(0.0, self._next_attempt_at - trio.current_time())
+                raise McpServerUnavailable(
+                    f"MCP server '{self.name}' is restarting ({self.restart_failures} failed attempts, last:"
+                    f" {self.last_error}); next attempt in {wait_s:.1f} s",
+                    retry_after_s=wait_s or None,  # an attempt is running: the default hint
+                )
             if self._state is ConnectionState.STOPPED:
                 raise McpServerUnavailable(f"MCP server '{self.name}' is stopped")
             await self._state_changed.wait()

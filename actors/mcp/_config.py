@@ -8,7 +8,8 @@ Contract:
 - A table has either ``command`` (stdio: ``args``, ``env``, ``cwd``) or ``url`` (streamable HTTP:
   ``bearer_token_env_var``, ``http_headers``), never both. Common fields: ``enabled``, ``required``,
   ``startup_timeout_sec`` (default 30), ``tool_timeout_sec`` (default 120), ``enabled_tools``,
-  ``disabled_tools``, ``start`` (``"eager"`` or ``"on_first_use"``).
+  ``disabled_tools``, ``start`` (``"eager"`` or ``"on_first_use"``), ``max_restart_failures`` (ours: after that
+  many failed restarts in a row a crashed server stays down until restarted by hand; unset = keep trying).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _COMMON_FIELDS = frozenset(
         "enabled_tools",
         "disabled_tools",
         "start",
+        "max_restart_failures",
     }
 )
 #: Codex 0.169's fields that this runtime accepts and does not act on (approval modes, OAuth, env forwarding).
@@ -77,6 +79,8 @@ class McpServerConfig:
     enabled_tools: tuple[str, ...] | None = None
     disabled_tools: tuple[str, ...] = ()
     start: StartMode = "eager"
+    #: Consecutive failed restarts after which a crashed server stays FAILED; None: keep trying with backoff.
+    max_restart_failures: int | None = None
     #: Why ``name`` is not a valid server name, or "" when it is; a non-empty value fails the start.
     name_error: str = ""
 
@@ -130,6 +134,14 @@ class _Fields:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.error(key, "a positive number of seconds")
         return float(value)
+
+    def count(self, key: str) -> int | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(key, "a positive integer")
+        return value
 
     def strings(self, key: str) -> tuple[str, ...] | None:
         value = self.table.get(key)
@@ -189,6 +201,7 @@ def parse_mcp_server(name: str, table: Mapping[str, Any]) -> McpServerConfig:
         enabled_tools=fields.strings("enabled_tools"),
         disabled_tools=fields.strings("disabled_tools") or (),
         start=start,
+        max_restart_failures=fields.count("max_restart_failures"),
         name_error=_server_name_error(name),
     )
 

@@ -33,12 +33,13 @@ class ConnectionState(enum.Enum):
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """How a crashed server is restarted: backoff doubling from ``initial_backoff_s`` up to the maximum."""
+    """How a crashed server is restarted: backoff doubling from ``initial_backoff_s`` up to the maximum, for
+    ever unless ``max_consecutive_failures`` (or the server's ``max_restart_failures``) says when to stay down."""
 
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 5.0
     jitter: float = 0.2
-    max_consecutive_failures: int = 5
+    max_consecutive_failures: int | None = None
 
     def delay(self, failures: int) -> float:
         """Backoff before the next attempt after ``failures`` consecutive failed attempts."""

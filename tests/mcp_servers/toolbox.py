@@ -5,6 +5,8 @@ Flags (each a real behaviour, not a mock):
   --hang            never serve: sleep forever before reading stdin (a hung initialisation)
   --exit-on-start   write to stderr and exit with code 3 before serving
   --describe TEXT   description of the `echo` tool (so two runs can offer different tool lists)
+  --fail-restarts N --counter FILE   count starts in FILE: the first serves, the next N exit with code 3 before
+                    serving (a crash loop), later ones serve again
 
 Tools: add, echo, word_count, sleep, big (oversized output), crash (exits mid-call), pid, where, mutate (changes the
 `echo` description and announces tools/list_changed), ask (elicitation through the SDK's Resolve/Elicit).
@@ -14,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 HANG_SLICE_S = 3600
 
@@ -25,7 +28,17 @@ def main() -> None:
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--exit-on-start", action="store_true")
     parser.add_argument("--describe", default="Echo the text back.")
+    parser.add_argument("--fail-restarts", type=int, default=0)
+    parser.add_argument("--counter", default="")
     args = parser.parse_args()
+    if args.counter:
+        path = Path(args.counter)
+        starts = int(path.read_text() or 0) if path.exists() else 0
+        with open(args.counter, "w") as counter:
+            counter.write(str(starts + 1))
+        if 1 <= starts <= args.fail_restarts:
+            print(f"toolbox: start {starts + 1} fails (--fail-restarts)", file=sys.stderr, flush=True)
+            sys.exit(3)
     if args.hang:
         while True:
             time.sleep(HANG_SLICE_S)

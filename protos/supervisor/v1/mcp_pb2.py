@@ -25,51 +25,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/supervisor/v1/mcp.proto\x12\rsupervisor.v1\"b\n\x10McpStartupUpdate\x12\x0e\n\x06server\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.supervisor.v1.McpStartupStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"2\n\x11McpStartupFailure\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"h\n\x12McpStartupComplete\x12\r\n\x05ready\x18\x01 \x03(\t\x12\x30\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32 .supervisor.v1.McpStartupFailure\x12\x11\n\tcancelled\x18\x03 \x03(\t\"e\n\x07McpTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x11input_schema_json\x18\x05 \x01(\t\"H\n\x0fMcpToolsChanged\x12\x0e\n\x06server\x18\x01 \x01(\t\x12%\n\x05tools\x18\x02 \x03(\x0b\x32\x16.supervisor.v1.McpTool\"[\n\x17McpElicitationRequested\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bschema_json\x18\x04 \x01(\t\"E\n\x12McpServerRestarted\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"c\n\x12McpToolCallRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"\xaf\x01\n\x11McpToolCallResult\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x17structured_content_json\x18\x05 \x01(\t\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x04\")\n\x13McpListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x14McpListToolsResponse\x12%\n\x05tools\x18\x01 \x03(\x0b\x32\x16.supervisor.v1.McpTool\";\n\x15McpAcceptToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\"*\n\x16McpAcceptToolsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\t\"\x89\x01\n\x1cMcpResolveElicitationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x33\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32#.supervisor.v1.McpElicitationAction\x12\x14\n\x0c\x63ontent_json\x18\x04 \x01(\t\"1\n\x1dMcpResolveElicitationResponse\x12\x10\n\x08resolved\x18\x01 \x01(\x08\"m\n\x17McpServerControlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12.\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1e.supervisor.v1.McpServerAction\"Z\n\x18McpServerControlResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.supervisor.v1.McpStartupStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t*\xb6\x01\n\x10McpStartupStatus\x12\"\n\x1eMCP_STARTUP_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMCP_STARTUP_STATUS_STARTING\x10\x01\x12\x1c\n\x18MCP_STARTUP_STATUS_READY\x10\x02\x12\x1d\n\x19MCP_STARTUP_STATUS_FAILED\x10\x03\x12 \n\x1cMCP_STARTUP_STATUS_CANCELLED\x10\x04*\xa8\x01\n\x14McpElicitationAction\x12&\n\"MCP_ELICITATION_ACTION_UNSPECIFIED\x10\x00\x12!\n\x1dMCP_ELICITATION_ACTION_ACCEPT\x10\x01\x12\"\n\x1eMCP_ELICITATION_ACTION_DECLINE\x10\x02\x12!\n\x1dMCP_ELICITATION_ACTION_CANCEL\x10\x03*\x8c\x01\n\x0fMcpServerAction\x12!\n\x1dMCP_SERVER_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17MCP_SERVER_ACTION_START\x10\x01\x12\x1a\n\x16MCP_SERVER_ACTION_STOP\x10\x02\x12\x1d\n\x19MCP_SERVER_ACTION_RESTART\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprotos/supervisor/v1/mcp.proto\x12\rsupervisor.v1\"w\n\x10McpStartupUpdate\x12\x0e\n\x06server\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.supervisor.v1.McpStartupStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x13\n\x0bretry_in_ms\x18\x04 \x01(\x04\"2\n\x11McpStartupFailure\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"h\n\x12McpStartupComplete\x12\r\n\x05ready\x18\x01 \x03(\t\x12\x30\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32 .supervisor.v1.McpStartupFailure\x12\x11\n\tcancelled\x18\x03 \x03(\t\"e\n\x07McpTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x11input_schema_json\x18\x05 \x01(\t\"H\n\x0fMcpToolsChanged\x12\x0e\n\x06server\x18\x01 \x01(\t\x12%\n\x05tools\x18\x02 \x03(\x0b\x32\x16.supervisor.v1.McpTool\"[\n\x17McpElicitationRequested\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bschema_json\x18\x04 \x01(\t\"E\n\x12McpServerRestarted\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"c\n\x12McpToolCallRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"\xaf\x01\n\x11McpToolCallResult\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x17structured_content_json\x18\x05 \x01(\t\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x04\")\n\x13McpListToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x14McpListToolsResponse\x12%\n\x05tools\x18\x01 \x03(\x0b\x32\x16.supervisor.v1.McpTool\";\n\x15McpAcceptToolsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\"*\n\x16McpAcceptToolsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x03(\t\"\x89\x01\n\x1cMcpResolveElicitationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x33\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32#.supervisor.v1.McpElicitationAction\x12\x14\n\x0c\x63ontent_json\x18\x04 \x01(\t\"1\n\x1dMcpResolveElicitationResponse\x12\x10\n\x08resolved\x18\x01 \x01(\x08\"m\n\x17McpServerControlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12.\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1e.supervisor.v1.McpServerAction\"Z\n\x18McpServerControlResponse\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.supervisor.v1.McpStartupStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t*\xd9\x01\n\x10McpStartupStatus\x12\"\n\x1eMCP_STARTUP_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMCP_STARTUP_STATUS_STARTING\x10\x01\x12\x1c\n\x18MCP_STARTUP_STATUS_READY\x10\x02\x12\x1d\n\x19MCP_STARTUP_STATUS_FAILED\x10\x03\x12 \n\x1cMCP_STARTUP_STATUS_CANCELLED\x10\x04\x12!\n\x1dMCP_STARTUP_STATUS_RESTARTING\x10\x05*\xa8\x01\n\x14McpElicitationAction\x12&\n\"MCP_ELICITATION_ACTION_UNSPECIFIED\x10\x00\x12!\n\x1dMCP_ELICITATION_ACTION_ACCEPT\x10\x01\x12\"\n\x1eMCP_ELICITATION_ACTION_DECLINE\x10\x02\x12!\n\x1dMCP_ELICITATION_ACTION_CANCEL\x10\x03*\x8c\x01\n\x0fMcpServerAction\x12!\n\x1dMCP_SERVER_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17MCP_SERVER_ACTION_START\x10\x01\x12\x1a\n\x16MCP_SERVER_ACTION_STOP\x10\x02\x12\x1d\n\x19MCP_SERVER_ACTION_RESTART\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.mcp_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MCPSTARTUPSTATUS']._serialized_start=1533
-  _globals['_MCPSTARTUPSTATUS']._serialized_end=1715
-  _globals['_MCPELICITATIONACTION']._serialized_start=1718
-  _globals['_MCPELICITATIONACTION']._serialized_end=1886
-  _globals['_MCPSERVERACTION']._serialized_start=1889
-  _globals['_MCPSERVERACTION']._serialized_end=2029
+  _globals['_MCPSTARTUPSTATUS']._serialized_start=1554
+  _globals['_MCPSTARTUPSTATUS']._serialized_end=1771
+  _globals['_MCPELICITATIONACTION']._serialized_start=1774
+  _globals['_MCPELICITATIONACTION']._serialized_end=1942
+  _globals['_MCPSERVERACTION']._serialized_start=1945
+  _globals['_MCPSERVERACTION']._serialized_end=2085
   _globals['_MCPSTARTUPUPDATE']._serialized_start=49
-  _globals['_MCPSTARTUPUPDATE']._serialized_end=147
-  _globals['_MCPSTARTUPFAILURE']._serialized_start=149
-  _globals['_MCPSTARTUPFAILURE']._serialized_end=199
-  _globals['_MCPSTARTUPCOMPLETE']._serialized_start=201
-  _globals['_MCPSTARTUPCOMPLETE']._serialized_end=305
-  _globals['_MCPTOOL']._serialized_start=307
-  _globals['_MCPTOOL']._serialized_end=408
-  _globals['_MCPTOOLSCHANGED']._serialized_start=410
-  _globals['_MCPTOOLSCHANGED']._serialized_end=482
-  _globals['_MCPELICITATIONREQUESTED']._serialized_start=484
-  _globals['_MCPELICITATIONREQUESTED']._serialized_end=575
-  _globals['_MCPSERVERRESTARTED']._serialized_start=577
-  _globals['_MCPSERVERRESTARTED']._serialized_end=646
-  _globals['_MCPTOOLCALLREQUEST']._serialized_start=648
-  _globals['_MCPTOOLCALLREQUEST']._serialized_end=747
-  _globals['_MCPTOOLCALLRESULT']._serialized_start=750
-  _globals['_MCPTOOLCALLRESULT']._serialized_end=925
-  _globals['_MCPLISTTOOLSREQUEST']._serialized_start=927
-  _globals['_MCPLISTTOOLSREQUEST']._serialized_end=968
-  _globals['_MCPLISTTOOLSRESPONSE']._serialized_start=970
-  _globals['_MCPLISTTOOLSRESPONSE']._serialized_end=1031
-  _globals['_MCPACCEPTTOOLSREQUEST']._serialized_start=1033
-  _globals['_MCPACCEPTTOOLSREQUEST']._serialized_end=1092
-  _globals['_MCPACCEPTTOOLSRESPONSE']._serialized_start=1094
-  _globals['_MCPACCEPTTOOLSRESPONSE']._serialized_end=1136
-  _globals['_MCPRESOLVEELICITATIONREQUEST']._serialized_start=1139
-  _globals['_MCPRESOLVEELICITATIONREQUEST']._serialized_end=1276
-  _globals['_MCPRESOLVEELICITATIONRESPONSE']._serialized_start=1278
-  _globals['_MCPRESOLVEELICITATIONRESPONSE']._serialized_end=1327
-  _globals['_MCPSERVERCONTROLREQUEST']._serialized_start=1329
-  _globals['_MCPSERVERCONTROLREQUEST']._serialized_end=1438
-  _globals['_MCPSERVERCONTROLRESPONSE']._serialized_start=1440
-  _globals['_MCPSERVERCONTROLRESPONSE']._serialized_end=1530
+  _globals['_MCPSTARTUPUPDATE']._serialized_end=168
+  _globals['_MCPSTARTUPFAILURE']._serialized_start=170
+  _globals['_MCPSTARTUPFAILURE']._serialized_end=220
+  _globals['_MCPSTARTUPCOMPLETE']._serialized_start=222
+  _globals['_MCPSTARTUPCOMPLETE']._serialized_end=326
+  _globals['_MCPTOOL']._serialized_start=328
+  _globals['_MCPTOOL']._serialized_end=429
+  _globals['_MCPTOOLSCHANGED']._serialized_start=431
+  _globals['_MCPTOOLSCHANGED']._serialized_end=503
+  _globals['_MCPELICITATIONREQUESTED']._serialized_start=505
+  _globals['_MCPELICITATIONREQUESTED']._serialized_end=596
+  _globals['_MCPSERVERRESTARTED']._serialized_start=598
+  _globals['_MCPSERVERRESTARTED']._serialized_end=667
+  _globals['_MCPTOOLCALLREQUEST']._serialized_start=669
+  _globals['_MCPTOOLCALLREQUEST']._serialized_end=768
+  _globals['_MCPTOOLCALLRESULT']._serialized_start=771
+  _globals['_MCPTOOLCALLRESULT']._serialized_end=946
+  _globals['_MCPLISTTOOLSREQUEST']._serialized_start=948
+  _globals['_MCPLISTTOOLSREQUEST']._serialized_end=989
+  _globals['_MCPLISTTOOLSRESPONSE']._serialized_start=991
+  _globals['_MCPLISTTOOLSRESPONSE']._serialized_end=1052
+  _globals['_MCPACCEPTTOOLSREQUEST']._serialized_start=1054
+  _globals['_MCPACCEPTTOOLSREQUEST']._serialized_end=1113
+  _globals['_MCPACCEPTTOOLSRESPONSE']._serialized_start=1115
+  _globals['_MCPACCEPTTOOLSRESPONSE']._serialized_end=1157
+  _globals['_MCPRESOLVEELICITATIONREQUEST']._serialized_start=1160
+  _globals['_MCPRESOLVEELICITATIONREQUEST']._serialized_end=1297
+  _globals['_MCPRESOLVEELICITATIONRESPONSE']._serialized_start=1299
+  _globals['_MCPRESOLVEELICITATIONRESPONSE']._serialized_end=1348
+  _globals['_MCPSERVERCONTROLREQUEST']._serialized_start=1350
+  _globals['_MCPSERVERCONTROLREQUEST']._serialized_end=1459
+  _globals['_MCPSERVERCONTROLRESPONSE']._serialized_start=1461
+  _globals['_MCPSERVERCONTROLRESPONSE']._serialized_end=1551
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,10 @@ class _McpStartupStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_McpS
     """The start failed; `error` says why and how to fix it."""
     MCP_STARTUP_STATUS_CANCELLED: _McpStartupStatus.ValueType  # 4
     """The start was cancelled (the session stopped, or the server was stopped while starting)."""
+    MCP_STARTUP_STATUS_RESTARTING: _McpStartupStatus.ValueType  # 5
+    """The server went away (or a restart attempt failed; `error` says why) and the next attempt starts in
+    `retry_in_ms`; calls meanwhile fail with UNAVAILABLE and a `retry-after-ms` trailer.
+    """
 
 class McpStartupStatus(_McpStartupStatus, metaclass=_McpStartupStatusEnumTypeWrapper):
     """Where a server's start stands."""
@@ -60,6 +64,10 @@ MCP_STARTUP_STATUS_FAILED: McpStartupStatus.ValueType  # 3
 """The start failed; `error` says why and how to fix it."""
 MCP_STARTUP_STATUS_CANCELLED: McpStartupStatus.ValueType  # 4
 """The start was cancelled (the session stopped, or the server was stopped while starting)."""
+MCP_STARTUP_STATUS_RESTARTING: McpStartupStatus.ValueType  # 5
+"""The server went away (or a restart attempt failed; `error` says why) and the next attempt starts in
+`retry_in_ms`; calls meanwhile fail with UNAVAILABLE and a `retry-after-ms` trailer.
+"""
 Global___McpStartupStatus: _TypeAlias = McpStartupStatus  # noqa: Y015
 
 class _McpElicitationAction:
@@ -127,22 +135,26 @@ class McpStartupUpdate(_message.Message):
     SERVER_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RETRY_IN_MS_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     """Server name, as in the configuration."""
     status: Global___McpStartupStatus.ValueType
     """The new status."""
     error: _builtins.str
-    """Why it failed (FAILED only), with a hint naming the configuration field or variable to change."""
+    """Why it failed (FAILED and RESTARTING), with a hint naming the configuration field or variable to change."""
+    retry_in_ms: _builtins.int
+    """RESTARTING only: milliseconds until the next restart attempt (capped exponential backoff)."""
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         status: Global___McpStartupStatus.ValueType = ...,
         error: _builtins.str = ...,
+        retry_in_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "server", b"server", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "retry_in_ms", b"retry_in_ms", "server", b"server", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
