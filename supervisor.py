@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                        "<home>/run/supervisor.sock. A non-loopback address needs TLS")
     serve.add_argument("--token-file", type=Path,
                        help="read the owner token from this file (default: a new one each start)")
+    serve.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM) for a TCP --listen")
+    serve.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument("--tls-client-ca", type=Path,
+                       help="require client certificates from this CA (mTLS; the subject names the principal)")
 
     token = sub.add_parser("token", help="API tokens for principals (each owns the sessions it starts)")
     tsub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -245,18 +249,22 @@ def _exit_without_teardown(code: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from actors.auth import TlsConfig
     from actors.errors import ConfigError
     from actors.gateway import check_listen, serve
 
     try:
-        check_listen(args.listen, tls=False)
+        if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)")
+        tls = TlsConfig.load(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+        check_listen(args.listen, tls=tls is not None)
         token = args.token_file.read_text().strip() if args.token_file else None
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runtime = _runtime(args)
     try:
-        server = serve(runtime, args.listen, token=token)
+        server = serve(runtime, args.listen, token=token, tls=tls)
     except ConfigError as exc:
         runtime.shutdown()
         print(f"error: {exc}", file=sys.stderr)

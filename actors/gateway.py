@@ -41,14 +41,18 @@ from grpc_reflection.v1alpha import reflection
 from actors.auth import (
     Authenticator,
     AuthInterceptor,
+    Ownership,
+    Principal,
     ServeInfo,
+    TlsConfig,
     TokenStore,
+    current_principal,
     new_token,
     remove_serve_info,
     socket_path,
     write_serve_info,
 )
-from actors.core import READ_BATCH, put_with_reply, span
+from actors.core import READ_BATCH, SessionRecord, put_with_reply, span
 from actors.errors import (
     ChildStartError,
     CommandForbidden,
@@ -137,15 +141,62 @@ def _metadata_trace(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any
     return str(meta.get("traceparent", "")), str(meta.get("tracestate", ""))
 
 
+#: Longest ``parent_id`` chain followed to find a subagent's root (deeper than any ``[agents] max_depth``).
+MAX_TREE_DEPTH = 64
+
+
+class Access:
+    """Who may touch which session. The administrator (the owner token) every one; another principal only the
+    sessions it started and their subagents (a subagent belongs to its root's principal). Anything else is
+    NOT_FOUND with the text an unknown id gets, so a principal cannot even learn that another's session exists.
+    """
+
+    def __init__(self, runtime: SessionRuntime, owners: Ownership) -> None:
+        self.runtime = runtime
+        self.owners = owners
+
+    def root_of(self, session_id: str) -> str:
+        """The root session of ``session_id``'s tree (itself if it has no parent)."""
+        for _ in range(MAX_TREE_DEPTH):
+            record = self.runtime.log.session(session_id)
+            if record is None or not record.parent_id:
+                break
+            session_id = record.parent_id
+        return session_id
+
+    def allowed(self, principal: Principal, session_id: str) -> bool:
+        """``principal`` may see and drive ``session_id``."""
+        return principal.admin or self.owners.owner(self.root_of(session_id)) == principal.name
+
+    def check(self, req: Any) -> None:
+        """``UnknownSession`` unless the caller may touch the session ``req`` names (if it names one)."""
+        session_id = getattr(req, "session_id", "")
+        if isinstance(req, session_pb2.StartSessionRequest) and req.mode not in (
+                session_pb2.START_MODE_RESUME, session_pb2.START_MODE_FORK):
+            return  # a new session: its id is made by the runtime, ``session_id`` is ignored
+        if session_id and not self.allowed(current_principal(), session_id):
+            raise UnknownSession(f"no session {session_id!r}")
+
+    def keep(self) -> Callable[[SessionRecord], bool] | None:
+        """The filter of ``ListSessions`` for the caller (None: the administrator sees every session)."""
+        principal = current_principal()
+        if principal.admin:
+            return None
+        return lambda record: self.allowed(principal, record.session_id)
+
+
 class SessionService:
     """The ``SessionService`` RPCs served on the thread pool (``ASYNC_UNARY`` and the streams run on the loop)."""
 
-    def __init__(self, runtime: SessionRuntime) -> None:
+    def __init__(self, runtime: SessionRuntime, access: Access) -> None:
         self.runtime = runtime
+        self.access = access
 
     def StartSession(self, req: session_pb2.StartSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                      ) -> session_pb2.StartSessionResponse:
-        return self.runtime.start_session(req, tp, ts)
+        response = self.runtime.start_session(req, tp, ts)
+        self.access.owners.claim(response.session_id, current_principal().name)  # a resume keeps its owner
+        return response
 
     def StopSession(self, req: session_pb2.StopSessionRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                     ) -> session_pb2.StopSessionResponse:
@@ -153,7 +204,7 @@ class SessionService:
 
     def ListSessions(self, req: session_pb2.ListSessionsRequest, ctx: grpc.ServicerContext, tp: str, ts: str
                      ) -> session_pb2.ListSessionsResponse:
-        return self.runtime.list_sessions_page(req)
+        return self.runtime.list_sessions_page(req, keep=self.access.keep())
 
     def _feature(self, req: Any, ctx: grpc.ServicerContext, tp: str, ts: str) -> Any:
         """Exec, ResolveApproval, GetNetworkProxy, ListHooks, ...: served by the session's children."""
@@ -174,15 +225,17 @@ def _handlers(service: SessionService) -> tuple[grpc.GenericRpcHandler, ...]:
         request_cls: type[Message] = GetMessageClass(method.input_type)
         if method.server_streaming:  # StreamEvents: serialized events straight from the log
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _event_stream(service.runtime, request_cls, batched=False))
+                _event_stream(service.runtime, service.access, request_cls, batched=False))
         elif method.name in ASYNC_UNARY:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _async_unary(method.name, request_cls, service.runtime), response_serializer=_serialize)
+                _async_unary(method.name, request_cls, service.runtime, service.access),
+                response_serializer=_serialize)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(method.name, request_cls, getattr(service, method.name)), response_serializer=_serialize)
+                _unary(method.name, request_cls, getattr(service, method.name), service.access),
+                response_serializer=_serialize)
     batches = grpc.unary_stream_rpc_method_handler(
-        _event_stream(service.runtime, stream_pb2.StreamEventBatchesRequest, batched=True))
+        _event_stream(service.runtime, service.access, stream_pb2.StreamEventBatchesRequest, batched=True))
     return (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),
             grpc.method_handlers_generic_handler(STREAM_SERVICE_NAME, {"StreamEventBatches": batches}))
 
@@ -229,12 +282,14 @@ async def _fail_async(ctx: grpc.aio.ServicerContext[Any, Any], name: str, exc: E
     await ctx.abort(code, str(exc) or type(exc).__name__)
 
 
-def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message]) -> Callable[..., Message]:
+def _unary(name: str, request_cls: type[Message], impl: Callable[..., Message], access: Access
+           ) -> Callable[..., Message]:
     def handle(raw: bytes, ctx: grpc.ServicerContext) -> Message:
         req = _parse(request_cls, raw, ctx)
         tp, ts = _metadata_trace(ctx)
         with span(f"{SERVICE_NAME}/{name}", tp, ts, new_root_if_untraced=False) as rpc_tp:
             try:
+                access.check(req)
                 return impl(req, ctx, rpc_tp or tp, ts)
             except Exception as exc:
                 _fail(ctx, name, exc)
@@ -313,10 +368,12 @@ _ASYNC_PAYLOAD: dict[type, str] = {session_pb2.SubmitRequest: "submit", session_
 ASYNC_UNARY = ("Submit", "Interrupt", "UpdateSettings", "GetSession")
 
 
-def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime) -> Callable[..., Any]:
+def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime, access: Access
+                 ) -> Callable[..., Any]:
     async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
             req = _decode(request_cls, raw)
+            access.check(req)
         except Exception as exc:
             await _fail_async(ctx, name, exc)
             raise
@@ -359,13 +416,14 @@ def _split_by_bytes(run: list[tuple[int, bytes]], limit: int = MAX_BATCH_BYTES) 
     return pieces
 
 
-def _event_stream(runtime: SessionRuntime, request_cls: type[Message], *, batched: bool
+def _event_stream(runtime: SessionRuntime, access: Access, request_cls: type[Message], *, batched: bool
                   ) -> Callable[..., AsyncIterator[bytes]]:
     """An asyncio handler streaming a session's events: one per message, or runs of them (``EventBatch``)."""
 
     async def handle(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         try:
             req: Any = _decode(request_cls, raw)
+            access.check(req)
         except Exception as exc:
             await _fail_async(ctx, request_cls.DESCRIPTOR.name, exc)
             raise
@@ -471,22 +529,27 @@ def _unix_socket(runtime: SessionRuntime) -> tuple[str, Path]:
 
 
 def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | None = None,
-          write_info: bool = True, authenticate: bool = True,
+          tls: TlsConfig | None = None, write_info: bool = True, authenticate: bool = True,
           max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GatewayServer:
     """Start the gRPC server (SessionService, EventStreamService, health, reflection) and return it.
 
     ``listen`` None: the unix socket ``<home>/run/supervisor.sock`` (0600 in a 0700 directory); else
-    ``HOST:PORT`` (loopback) or ``unix:PATH``. ``token`` is the owner token (default: a fresh one); principal
-    tokens come from the home's ``TokenStore``. ``write_info`` writes ``<home>/run/serve.json`` (removed at
-    stop). ``authenticate=False`` drops the interceptor: only the benchmark's baseline uses it.
+    ``HOST:PORT`` (loopback, or any address with ``tls``) or ``unix:PATH``. ``token`` is the owner token
+    (default: a fresh one); principal tokens come from the home's ``TokenStore``; with ``tls.client_ca`` a
+    client certificate from that CA is required, and names the principal of a call without a token.
+    ``write_info`` writes ``<home>/run/serve.json`` (removed at stop). ``authenticate=False`` drops the
+    interceptor: only the benchmark's baseline uses it.
     """
     sock: Path | None = None
+    if tls is not None and (listen is None or listen.startswith("unix:")):
+        raise ConfigError("TLS is for a TCP listener: give --listen HOST:PORT")
     if listen is None:
         listen, sock = _unix_socket(runtime)
-    check_listen(listen, tls=False)
+    check_listen(listen, tls=tls is not None)
     owner_token = token or new_token()
-    interceptors = [AuthInterceptor(Authenticator(owner_token, TokenStore(runtime.options.home)))] \
-        if authenticate else []
+    interceptors = [AuthInterceptor(Authenticator(owner_token, TokenStore(runtime.options.home)),
+                                    client_certificates=tls is not None and tls.mutual)] if authenticate else []
+    access = Access(runtime, Ownership(runtime.options.home))
     executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker")
     health_servicer = health.HealthServicer()
     loop = _LoopThread()
@@ -501,13 +564,16 @@ def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | No
                 ("grpc.so_reuseport", 0),
             ],
         )
-        server.add_generic_rpc_handlers(_handlers(SessionService(runtime)))
+        server.add_generic_rpc_handlers(_handlers(SessionService(runtime, access)))
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", SERVICE_NAME, STREAM_SERVICE_NAME):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             (SERVICE_NAME, STREAM_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        port = server.add_insecure_port(listen)  # a socket is chmod-ed 0600 below; its 0700 directory guards it
+        if tls is not None:
+            port = server.add_secure_port(listen, tls.server_credentials())
+        else:  # a socket is chmod-ed 0600 below; its 0700 directory guards it until then
+            port = server.add_insecure_port(listen)
         if port == 0:
             raise ConfigError(f"--listen: could not bind {listen}")
         await server.start()
@@ -527,7 +593,7 @@ def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | No
         address = f"{listen.rsplit(':', 1)[0]}:{port}" if not listen.startswith("unix:") else listen
     info_home = runtime.options.home if write_info else None
     if info_home is not None:
-        write_serve_info(info_home, ServeInfo(address, owner_token, pid=os.getpid()))
+        write_serve_info(info_home, ServeInfo(address, owner_token, tls=tls is not None, pid=os.getpid()))
     return GatewayServer(server, port, health_servicer, executor, loop, address=address, token=owner_token,
                          info_home=info_home, sock=sock)
 

@@ -33,6 +33,7 @@ from actors.core import (
     RUNNING,
     ChildSpec,
     EventLog,
+    SessionRecord,
     TaskCancelled,
     actor_of,
     exc_text,
@@ -59,6 +60,8 @@ STOP_TIMEOUT_S = 60.0
 #: Longest a feature request (an Exec, an MCP call) may take before the caller stops waiting.
 FEATURE_TIMEOUT_S = 3600.0
 EVENT_LOG_FILE = "events.sqlite3"
+#: Records read at a time while filtering a ``ListSessions`` page for a principal.
+FILTER_BATCH = 256
 #: The in-memory log of ephemeral sessions (SQLite's name for a database that never touches a file).
 MEMORY_LOG = ":memory:"
 #: Last sequence numbers of ended ephemeral sessions kept for StopSession's answer (their rows are gone).
@@ -351,12 +354,14 @@ class SessionRuntime:
         """Sessions in the log (live ones only unless ``include_stopped``), newest first."""
         return [self._info_from_record(r) for r in self.log.list_sessions(include_stopped=include_stopped)]
 
-    def list_sessions_page(self, request: session_pb2.ListSessionsRequest) -> session_pb2.ListSessionsResponse:
+    def list_sessions_page(self, request: session_pb2.ListSessionsRequest,
+                           keep: Callable[[SessionRecord], bool] | None = None) -> session_pb2.ListSessionsResponse:
         """One page of ``list_sessions``: at most ``page_size`` entries of at most ``LIST_ENTRY_BYTES`` each
-        (longer configuration texts cut with a marker) and ``LIST_PAGE_BYTES`` in all, newest first."""
+        (longer configuration texts cut with a marker) and ``LIST_PAGE_BYTES`` in all, newest first; only the
+        sessions ``keep`` accepts, if given (a principal's own)."""
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(request.page_token) if request.page_token else None
-        records = self.log.list_sessions(include_stopped=request.include_stopped, limit=size + 1, after=after)
+        records = self._kept_records(request.include_stopped, size + 1, after, keep)
         response = session_pb2.ListSessionsResponse()
         used = 0
         last: Any = None
@@ -372,6 +377,19 @@ class SessionRuntime:
         if last is not None and (len(response.sessions) < len(records)):
             response.next_page_token = _encode_page_token(last.created, last.session_id)
         return response
+
+    def _kept_records(self, include_stopped: bool, limit: int, after: tuple[float, str] | None,
+                      keep: Callable[[SessionRecord], bool] | None) -> list[SessionRecord]:
+        if keep is None:
+            return self.log.list_sessions(include_stopped=include_stopped, limit=limit, after=after)
+        kept: list[SessionRecord] = []
+        while len(kept) < limit:
+            batch = self.log.list_sessions(include_stopped=include_stopped, limit=FILTER_BATCH, after=after)
+            kept += [r for r in batch if keep(r)]
+            if len(batch) < FILTER_BATCH:
+                break
+            after = (batch[-1].created, batch[-1].session_id)
+        return kept[:limit]
 
     def stream(self, session_id: str, from_seq: int = 0, *, stop: threading.Event | None = None,
                follow: bool = True) -> Iterator[events_pb2.Event]:

@@ -5,7 +5,9 @@
 - ``AuthInterceptor`` refuses every call but health's without a valid ``authorization: Bearer TOKEN`` (or,
   with mTLS, a verified client certificate): UNAUTHENTICATED before any handler runs (``_interceptor``).
 - Tokens name principals (``_tokens``): the owner token the administrator, stored ones (``token create``) a
-  principal that owns the sessions it starts.
+  principal that owns the sessions it starts (``Ownership``, ``<home>/auth/owners.tsv``).
+- ``TlsConfig``: grpcio's TLS for a TCP listener; with a client CA, mTLS (the certificate's subject names the
+  principal).
 - ``connect(home)`` / ``open_channel(address, token)``: an authenticated client channel (``_client``).
 """
 
@@ -24,6 +26,8 @@ from actors.auth._files import (
     write_serve_info,
 )
 from actors.auth._interceptor import EXEMPT_PREFIXES, AuthInterceptor, certificate_principal, current_principal
+from actors.auth._owners import Ownership
+from actors.auth._tls import TlsConfig
 from actors.auth._tokens import (
     ADMIN,
     OWNER,
@@ -45,8 +49,10 @@ __all__ = [
     "AuthError",
     "AuthInterceptor",
     "Authenticator",
+    "Ownership",
     "Principal",
     "ServeInfo",
+    "TlsConfig",
     "TokenEntry",
     "TokenStore",
     "bearer",

@@ -2,8 +2,8 @@
 
 ``connect(home)`` is what a local client (the CLI, ``run --attach``, tests) uses: it reads
 ``<home>/run/serve.json`` for the address and the owner token. ``open_channel(address, token, ...)`` is the same
-for a server found any other way. Over TLS the token rides as call credentials (grpcio sends those only on a
-secure channel); on a unix socket or loopback without TLS a client interceptor adds the same metadata.
+for a server found any other way. A client interceptor adds the metadata, with or without TLS (grpcio's call
+credentials would refuse a plaintext unix socket, and run a Python plugin on a C-core thread of their own).
 """
 
 from __future__ import annotations
@@ -65,27 +65,26 @@ def open_channel(address: str, token: str | None, *, root_certificates: bytes | 
     """A channel to ``address`` that authenticates with ``token`` (None: no token, e.g. mTLS only).
 
     With ``tls`` or ``root_certificates`` (PEM) the channel speaks TLS and checks the server against that CA
-    (the system's CAs when None);
-    ``private_key``/``certificate_chain`` add a client certificate (mTLS); ``server_name`` overrides the name
-    checked in the server's certificate.
+    (the system's CAs when None); ``private_key``/``certificate_chain`` add a client certificate (mTLS);
+    ``server_name`` overrides the name checked in the server's certificate.
     """
     opts = list(options)
     if not tls and root_certificates is None and certificate_chain is None:
         channel = grpc.insecure_channel(address, options=opts)
-        return grpc.intercept_channel(channel, _TokenInterceptor(token)) if token else channel
-    creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-    if token:
-        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
-    if server_name:
-        opts.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(address, creds, options=opts)
+    else:
+        if server_name:
+            opts.append(("grpc.ssl_target_name_override", server_name))
+        channel = grpc.secure_channel(
+            address, grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain), options=opts)
+    return grpc.intercept_channel(channel, _TokenInterceptor(token)) if token else channel
 
 
-def connect(home: Path, *, options: ChannelOptions = ()) -> grpc.Channel:
+def connect(home: Path, *, root_certificates: bytes | None = None, options: ChannelOptions = ()) -> grpc.Channel:
     """A channel to the server running on ``home`` (``<home>/run/serve.json``), authenticated as its owner.
 
-    ``ConfigError`` (naming the file) when no server wrote one. The caller closes the channel.
+    A TLS server is checked against ``root_certificates`` (PEM; default: the system's CAs). ``ConfigError``
+    (naming the file) when no server wrote one. The caller closes the channel.
     """
     info = read_serve_info(home)
-    root = Path(info.tls_ca).read_bytes() if info.tls and info.tls_ca else None
+    root = root_certificates or (Path(info.tls_ca).read_bytes() if info.tls and info.tls_ca else None)
     return open_channel(info.address, info.token, root_certificates=root, tls=info.tls, options=options)
