@@ -5,8 +5,8 @@ Commands:
   run [PROMPT]          run one session in this process and print its events (readable, or --json JSONL)
   serve                 serve the gRPC API (SessionService, health, reflection) on <home>/run/supervisor.sock
   token create|revoke   make or revoke a principal's API token
-  sessions list         list sessions in the event log
-  sessions show ID      print a session's logged events
+  sessions list         list sessions (through the running server's API if there is one, else from the log)
+  sessions show ID      print a session's logged events (likewise)
   sessions resume ID    resume a logged session in this process and run PROMPT in it
   sessions fork ID      fork a logged session (all of it, or --after-turn N) and run PROMPT in the fork
 
@@ -32,6 +32,8 @@ RUN_TIMEOUT_S = 600.0
 #: Lines of the final agent message shown under the agent tree (the log and --json keep all of it).
 FINAL_MESSAGE_LINES = 4
 FINAL_LINE_CHARS = 160
+#: Bound on one API call of `sessions list|show` against a running server.
+CLI_RPC_TIMEOUT_S = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,13 +307,87 @@ def _token(args: argparse.Namespace) -> int:
         return 2
 
 
+def _print_session(session_id: str, status: str, events: int, cwd: str, forked_from: str) -> None:
+    forked = f" forked from {forked_from}" if forked_from else ""
+    print(f"{session_id}  {status:8}  events={events:<6} cwd={cwd}{forked}")
+
+
+def _print_events(events: Any, as_json: bool) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    from actors.cli import render_event
+
+    for event in events:
+        if as_json:
+            print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)))
+        elif line := render_event(event, plain=True):  # streamed deltas have no line of their own
+            print(f"{event.seq:>5} {line}")
+
+
+def _running_server(home: Path) -> bool:
+    """A server runs on this home (its ``serve.json`` names a live process)."""
+    from actors.auth import read_serve_info
+    from actors.errors import ConfigError
+
+    try:
+        info = read_serve_info(home)
+    except ConfigError:
+        return False
+    if info.pid <= 0:
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except OSError:  # gone (a kill -9 leaves its serve.json behind)
+        return False
+    return True
+
+
+def _sessions_from_server(args: argparse.Namespace, home: Path) -> int:
+    """`sessions list|show` through the running server's API, with the owner token from serve.json."""
+    import grpc
+
+    from actors.auth import connect
+    from protos.supervisor.v1 import session_pb2, session_pb2_grpc
+
+    with connect(home) as channel:
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        try:
+            if args.action == "list":
+                token = ""
+                while True:
+                    page = stub.ListSessions(session_pb2.ListSessionsRequest(include_stopped=True, page_token=token),
+                                             timeout=CLI_RPC_TIMEOUT_S)
+                    for info in page.sessions:
+                        status = session_pb2.SessionStatus.Name(info.status).removeprefix("SESSION_STATUS_").lower()
+                        _print_session(info.session_id, status, info.last_seq + 1, info.configuration.cwd,
+                                       info.forked_from_id)
+                    token = page.next_page_token
+                    if not token:
+                        return 0
+            _print_events(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=args.session_id,
+                                                                            no_follow=True),
+                                            timeout=CLI_RPC_TIMEOUT_S), args.json)
+            return 0
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.NOT_FOUND:
+                print(f"error: no session {args.session_id}", file=sys.stderr)
+            else:
+                print(f"error: the server at {home} answered {code.name}: {exc.details()}",  # type: ignore[attr-defined]
+                      file=sys.stderr)
+            return 1
+
+
 def _sessions(args: argparse.Namespace) -> int:
     from actors.core import EventLog
     from actors.runtime import EVENT_LOG_FILE
 
     if args.action in ("resume", "fork"):
         return _run_session(args, args.action, args.session_id)
-    log_path = _home(args) / EVENT_LOG_FILE
+    home = _home(args)
+    if _running_server(home):
+        return _sessions_from_server(args, home)
+    log_path = home / EVENT_LOG_FILE
     if not log_path.exists():
         print("no sessions yet", file=sys.stderr)
         return 0 if args.action == "list" else 1
@@ -322,22 +398,12 @@ def _sessions(args: argparse.Namespace) -> int:
 
             for record in log.list_sessions():
                 conf = config_pb2.SessionConfiguration.FromString(record.config)
-                forked = f" forked from {record.forked_from}" if record.forked_from else ""
-                print(f"{record.session_id}  {record.status:8}  events={record.last_seq + 1:<6} "
-                      f"cwd={conf.cwd}{forked}")
+                _print_session(record.session_id, record.status, record.last_seq + 1, conf.cwd, record.forked_from)
             return 0
         if log.session(args.session_id) is None:
             print(f"error: no session {args.session_id}", file=sys.stderr)
             return 1
-        from google.protobuf.json_format import MessageToDict
-
-        from actors.cli import render_event
-
-        for event in log.follow(args.session_id, 0, live=False):
-            if args.json:
-                print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)))
-            elif line := render_event(event, plain=True):  # streamed deltas have no line of their own
-                print(f"{event.seq:>5} {line}")
+        _print_events(log.follow(args.session_id, 0, live=False), args.json)
         return 0
     finally:
         log.close()

@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from actors.auth import open_channel, read_serve_info
+from actors.auth import ServeInfo, open_channel, read_serve_info, write_serve_info
 from actors.gateway import GatewayServer, serve
 from actors.runtime import RuntimeOptions, SessionRuntime
 from actors.turn import builtin_runner
@@ -228,3 +228,30 @@ def test_another_local_user_can_neither_read_the_token_nor_connect() -> None:
                 server.stub(channel).ListSessions(session_pb2.ListSessionsRequest(), timeout=CALL_TIMEOUT_S)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_sessions_cli_goes_through_the_running_server_with_its_token(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "supervisor.py"), "--home", str(home), "sessions", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    with ServeProcess(home, args=()) as server, server.channel() as channel:
+        sid = server.stub(channel).StartSession(session_pb2.StartSessionRequest(cwd=str(tmp_path)),
+                                                timeout=CALL_TIMEOUT_S).session_id
+        listed = cli("list")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.startswith(f"{sid}  running ") and f"cwd={tmp_path}" in listed.stdout
+        shown = cli("show", sid)
+        assert shown.returncode == 0 and shown.stdout.startswith(f"    0 session {sid} configured"), shown
+        assert cli("show", "f" * 32).returncode == 1
+        # proof that it asked the server: with a wrong token in serve.json it is refused
+        good = read_serve_info(home)
+        write_serve_info(home, ServeInfo(good.address, "w" * 43, pid=good.pid))
+        refused = cli("list")
+        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr, refused
+        write_serve_info(home, good)
+        assert server.stop() == 0
+    offline = cli("list")  # no server: straight from the log
+    assert offline.returncode == 0 and offline.stdout.startswith(f"{sid}  stopped "), offline
