@@ -8,7 +8,8 @@ Contract:
   types, unsupported handler type) becomes a warning string and only the offending group or handler is
   skipped.
 - ``matcher`` is a regex matched against the whole target (``re.fullmatch``): the tool name for tool events,
-  the start source (``startup|resume|clear``) for SessionStart, the agent type for subagent events. A
+  the start source (``startup|resume|clear``) for SessionStart, the agent type for subagent events, the
+  reason for SessionEnd, the trigger (``manual|auto``) for PreCompact. A
   missing, empty or ``*`` matcher matches everything; events without a target ignore the matcher.
 - Pure and cheap: standard library only.
 """
@@ -47,6 +48,8 @@ POST_TOOL_USE = "PostToolUse"
 STOP = "Stop"
 SUBAGENT_START = "SubagentStart"
 SUBAGENT_STOP = "SubagentStop"
+SESSION_END = "SessionEnd"
+PRE_COMPACT = "PreCompact"
 
 #: Every lifecycle event a hook can be configured for.
 HOOK_EVENTS: tuple[str, ...] = (
@@ -58,6 +61,8 @@ HOOK_EVENTS: tuple[str, ...] = (
     STOP,
     SUBAGENT_START,
     SUBAGENT_STOP,
+    SESSION_END,
+    PRE_COMPACT,
 )
 
 #: Which hook-input field a matcher is matched against, per event; events not listed ignore matchers.
@@ -68,6 +73,8 @@ MATCHER_TARGET_FIELD: dict[str, str] = {
     SESSION_START: "source",
     SUBAGENT_START: "agent_type",
     SUBAGENT_STOP: "agent_type",
+    SESSION_END: "reason",
+    PRE_COMPACT: "trigger",
 }
 
 _MATCH_ALL = frozenset({"", "*"})

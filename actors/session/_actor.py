@@ -12,8 +12,8 @@ Start-up (``on_start``), as in Codex's ``Session::new``:
 Tasks: at most one runs; a second ``Submit`` queues (``TaskQueued``), or with ``interrupt`` aborts the running
 one (``TurnAborted``, reason ``interrupted``) and runs now. A task is a trio task in its own cancel scope.
 Stop: the running task is aborted (reason ``shutdown``), every queued one ends with ``TurnAborted`` (reason
-``session stopped``), children stop newest first, ``SessionStopped`` is the last event, the log closes the
-session's streams.
+``session stopped``), a root's SessionEnd hooks run (waited for), children stop newest first,
+``SessionStopped`` is the last event, the log closes the session's streams.
 
 Nothing acknowledged vanishes: a Submit is in the log (``TurnStarted``, else ``TaskQueued``) before its reply.
 A resume ends each task its log left open (queued, or running when the process died) with ``TurnAborted``
@@ -193,12 +193,13 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                 self._end_orphaned_tasks()
             self._adopt_history(resumed)
             self._await_mcp_startup()
-            self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
+            self._run_start_hooks(resumed)
         except BaseException:
             self._log.discard_session(self.session_id, resumed=resumed)
             raise
         self._log.commit_session(self.session_id)
         self._committed = True
+        self._session_end_ran = False
 
     def _end_orphaned_tasks(self) -> None:
         """End, in log order, each of this session's tasks the log left open (queued, or started and never
@@ -400,6 +401,7 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
     # --- stopping -------------------------------------------------------------------------------------
     def _stop(self) -> None:
         self._shutdown_tasks()
+        self._run_session_end_hooks(self._stop_reason)
         super()._stop()
 
     def _shutdown_tasks(self) -> None:
@@ -417,6 +419,7 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
 
     def _after_exit(self) -> None:
         self._shutdown_tasks()
+        self._run_session_end_hooks(self._stop_reason)
         super()._after_exit()  # children stop here if a failure ended the session
         self._finish()
 

@@ -21,7 +21,16 @@ from opentelemetry import trace
 
 import actors.session._specs as kids
 from actors.agents import AgentRegistry, AgentsConfig, AgentTools
-from actors.core import HISTORY_KINDS, TRACER_NAME, ChildSpec, EventLog, Restart, Supervisor, extract_context
+from actors.core import (
+    HISTORY_KINDS,
+    TRACER_NAME,
+    ChildSpec,
+    EventLog,
+    Restart,
+    Supervisor,
+    extract_context,
+    get_host,
+)
 from actors.errors import StartupFailed
 from actors.session._enforcement import Enforcement
 from actors.session._setup import SessionSetup
@@ -36,6 +45,8 @@ logger = logging.getLogger(__name__)
 MCP_REQUIRED_WAIT_S = 600.0
 #: How long a spawn waits for the parent's shell snapshot to exist before the child runs without one.
 SNAPSHOT_WAIT_S = 15.0
+#: How much longer than its slowest SessionEnd hook's timeout a stop waits for those hooks.
+SESSION_END_GRACE_S = 5.0
 
 #: Per parent session: child id -> (the child's ref, what it answered), so that a thousand spawns ask once.
 _FROM_CHILD: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
@@ -66,6 +77,8 @@ class SessionChildrenMixin(Supervisor):
     _running: Any
     #: The shell child's spec (its kwargs are what a restarted shell starts with); None without a shell actor.
     _shell_spec: ChildSpec | None = None
+    #: False from the session's commit until its SessionEnd hooks ran (a start that failed runs none).
+    _session_end_ran: bool = True
 
     def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
         """Append an event (implemented by ``SessionSupervisor``)."""
@@ -153,6 +166,9 @@ class SessionChildrenMixin(Supervisor):
         hooks = self._from_child("hooks", functools.partial(_ask_child, method="runner"))  # asked once per child
         if hooks is not None:
             services["hooks"] = hooks
+        hooks_ref = self.child_ref("hooks")
+        if hooks_ref is not None:  # the tree's hooks actor runs the subagent's own lifecycle hooks
+            services["hooks_ref"] = hooks_ref
         services["inherit"] = self._inheritance(self._parent_snapshot(), configuration, agent_path)
         services["agent_registry"] = self.agent_registry
         services["agents_config"] = self.agents_config
@@ -308,9 +324,38 @@ class SessionChildrenMixin(Supervisor):
         return None if actor is None else getattr(actor, getter)()
 
     def _run_hook_soon(self, event_name: str, fields: dict[str, Any]) -> None:
-        ref = self.child_ref("hooks")
-        if ref is not None:
+        """Start the ``event_name`` hooks in the tree's hooks actor (a subagent uses its root's); no wait."""
+        ref = self.child_ref("hooks") or self.setup.services.get("hooks_ref")
+        if ref is not None and ref.is_alive():
             ref.proxy().run(event_name, fields, self.setup.start_traceparent or None)
+
+    def _run_start_hooks(self, resumed: bool) -> None:
+        """SessionStart for a root session; SubagentStart (its id and type) for a subagent."""
+        source = self.configuration.session_source
+        if not source.parent_session_id:
+            self._run_hook_soon("SessionStart", {"source": "resume" if resumed else "startup"})
+        else:
+            self._run_hook_soon("SubagentStart", {"agent_id": self.session_id,
+                                                  "agent_type": source.role or "worker"})
+
+    def _run_session_end_hooks(self, reason: str) -> None:
+        """A root session's SessionEnd hooks, before its children stop; waits for them (bounded by their
+        timeouts) so that they run to the end. Once per session; a failing hook is logged, never fatal."""
+        if self._session_end_ran or self.configuration.session_source.parent_session_id:
+            return
+        self._session_end_ran = True
+        runner = self._child_object("hooks", "runner")
+        fields = {"reason": reason}
+        handlers = [] if runner is None else runner.registry.matching("SessionEnd", runner.build_input(
+            "SessionEnd", fields))
+        if not handlers:
+            return
+        wait_s = max(h.timeout_s for h in handlers) + SESSION_END_GRACE_S
+        try:
+            get_host().call(functools.partial(runner.run, "SessionEnd", fields,
+                                              traceparent=self.setup.start_traceparent or None), timeout=wait_s)
+        except Exception:
+            logger.warning("SessionEnd hooks of %s failed", self.session_id, exc_info=True)
 
     def task_services(self) -> dict[str, Any]:
         """What a task may use: the session's children, looked up now (they may have restarted)."""

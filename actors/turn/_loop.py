@@ -18,8 +18,8 @@ Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are rea
   follows each call; results join the conversation in the model's call order. ``TokenCount`` follows
   every response.
 - A response without tool calls ends the turn: its text is emitted as ``AgentMessage(delta=False)``, then
-  Stop hooks run; a block continues the turn once more with the reason as a user message
-  (``stop_hook_active``), at most ``max_stop_continuations`` times. The result sums every response's usage.
+  Stop hooks run (SubagentStop in a subagent); a block continues the turn once more with the reason as a user
+  message (``stop_hook_active``), at most ``max_stop_continuations`` times. The result sums every response's usage.
 - A tool hook answering ``continue: false`` ends the turn once the current response's tools are done, with
   its ``stopReason`` as the agent message (Claude Code's semantics); on a Stop hook it means "do stop".
 - A PreToolUse ``ask`` decision makes the shell tool ask for approval (``HOOK_ASKS_KEY``); other tools run.
@@ -212,7 +212,7 @@ class _Turn:
                 return self._result(self.halt_reason)
             if calls:
                 continue
-            final = await self._hook("Stop", {"stop_hook_active": stop_continuations > 0})
+            final = await self._hook(*self._stop_event(stop_continuations > 0))
             if (
                 final is not None
                 and final.decision == "block"
@@ -226,6 +226,15 @@ class _Turn:
         raise TurnLimitExceeded(
             f"turn stopped after {self.settings.max_round_trips} model requests without a final answer"
         )
+
+    def _stop_event(self, active: bool) -> tuple[str, dict[str, Any]]:
+        """``Stop`` for a root session; ``SubagentStop`` (with the agent's id and type) for a subagent."""
+        source = self.ctx.configuration.session_source
+        if not source.parent_session_id:
+            return "Stop", {"stop_hook_active": active}
+        return "SubagentStop", {"stop_hook_active": active, "agent_id": self.ctx.session_id,
+                                "agent_type": self.ctx.services.get("agent_role") or source.role or "worker",
+                                "agent_transcript_path": ""}
 
     def _add(self, message: Message) -> None:
         """Add a conversation entry and log it."""

@@ -1,0 +1,102 @@
+"""The lifecycle hooks a session fires itself, each with a real hook script that records (and checks) its stdin
+JSON: SubagentStart and SubagentStop for a subagent (whose end of turn is not the root's Stop), SessionEnd
+before a root session's stop returns."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.auth import open_channel
+from actors.gateway import serve
+from actors.runtime import RuntimeOptions, SessionRuntime
+from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
+from tests.helpers.fake_openai_server import FakeOpenAIServer, Reply
+from tests.hook_fixtures.support import FIXTURES
+
+WAIT_S = 30.0
+EVENTS = ("Stop", "SubagentStart", "SubagentStop", "SessionEnd")
+
+
+@pytest.fixture
+def model() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stack(tmp_path: Path, model: FakeOpenAIServer) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub, Path]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model_provider = "openai"\nmodel = "fake-model"\n'
+        f'[model_providers.openai]\nbase_url = "{model.base_url}"\napi_key = "test-key"\n'
+        'api = "responses"\nmax_retries = 0\n'
+    )
+    record = f"{sys.executable} {FIXTURES / 'record_input.py'} {tmp_path / 'hooks.jsonl'}"
+    (home / "hooks.json").write_text(json.dumps({"hooks": {
+        event: [{"hooks": [{"type": "command", "command": record}]}] for event in EVENTS}}))
+    runtime = SessionRuntime(RuntimeOptions(home=home, managed_dir=tmp_path / "etc"))
+    server = serve(runtime, "127.0.0.1:0")
+    channel = open_channel(server.address, server.token)
+    try:
+        yield session_pb2_grpc.SessionServiceStub(channel), tmp_path
+    finally:
+        channel.close()
+        server.stop()
+        runtime.shutdown()
+
+
+def recorded(tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / "hooks.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_recorded(tmp: Path, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        got = recorded(tmp)
+        if len(got) >= count:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"only {recorded(tmp)} after {WAIT_S}s")
+
+
+def test_a_subagent_fires_subagent_start_and_stop_not_the_roots_stop(stack: Any, model: FakeOpenAIServer) -> None:
+    stub, tmp = stack
+    model.add_replies(Reply(text_deltas=("child done",)))
+    sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp)), timeout=WAIT_S).session_id
+    child = stub.SpawnAgent(agents_pb2.SpawnAgentRequest(session_id=sid, message="hello child"), timeout=WAIT_S)
+    waited = stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[child.agent_id],
+                                                          timeout_ms=20_000), timeout=WAIT_S)
+    assert waited.finished[0].last_message == "child done"
+    start, stop = wait_recorded(tmp, 2)
+    assert start["hook_event_name"] == "SubagentStart"
+    assert start["agent_id"] == child.agent_id and start["agent_type"] == "worker"
+    assert start["session_id"] == sid  # hooks speak of the root session; the agent is named by agent_id
+    assert stop["hook_event_name"] == "SubagentStop"
+    assert stop["agent_id"] == child.agent_id and stop["stop_hook_active"] is False
+    # the root's own end of turn is Stop
+    model.add_replies(Reply(text_deltas=("root done",)))
+    stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="hi"), timeout=WAIT_S)
+    root_stop = wait_recorded(tmp, 3)[2]
+    assert root_stop["hook_event_name"] == "Stop" and "agent_id" not in root_stop
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    ends = [r for r in recorded(tmp) if r["hook_event_name"] == "SessionEnd"]
+    assert len(ends) == 1  # the subagent's stop fires none
+
+
+def test_session_end_runs_before_the_stop_returns(stack: Any) -> None:
+    stub, tmp = stack
+    sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp)), timeout=WAIT_S).session_id
+    assert recorded(tmp) == []
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    (end,) = recorded(tmp)  # no polling: the stop waited for the hook
+    assert end["hook_event_name"] == "SessionEnd"
+    assert end["session_id"] == sid and end["reason"] == "requested" and end["cwd"] == str(tmp)
