@@ -73,6 +73,7 @@ from actors.errors import (
 )
 from actors.limits import check_request
 from actors.runtime import REQUEST_TIMEOUT_S, SessionRuntime
+from actors.turn import COMPACT_COMMAND
 from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
 
 __all__ = ["MAX_MESSAGE_BYTES", "SERVICE_NAME", "GatewayServer", "check_listen", "serve"]
@@ -345,13 +346,16 @@ async def _ask_session(runtime: SessionRuntime, session_id: str, env: envelope_p
 
 
 async def _ask_reply(runtime: SessionRuntime, req: Any, tp: str, ts: str) -> Message:
-    """Submit, Interrupt, UpdateSettings and GetSession of a live session, answered on the loop."""
+    """Submit, Interrupt, UpdateSettings, GetSession and Compact of a live session, answered on the loop."""
     if isinstance(req, session_pb2.GetSessionRequest):
         try:
             runtime.live(req.session_id)
         except (UnknownSession, SessionStateError):  # not live: the runtime answers from the log
             return session_pb2.GetSessionResponse(session=runtime.get_session(req.session_id))
         env = envelope_pb2.Envelope(get_session=req)
+    elif isinstance(req, session_pb2.CompactRequest):  # a task, as the `/compact` input is
+        text = f"{COMPACT_COMMAND} {req.instructions}".strip()
+        env = envelope_pb2.Envelope(submit=session_pb2.SubmitRequest(session_id=req.session_id, input=text))
     else:
         env = envelope_pb2.Envelope(**{_ASYNC_PAYLOAD[type(req)]: req})
     env.trace.traceparent, env.trace.tracestate = tp, ts
@@ -359,13 +363,15 @@ async def _ask_reply(runtime: SessionRuntime, req: Any, tp: str, ts: str) -> Mes
     reply = await _ask_session(runtime, req.session_id, env)
     if isinstance(req, session_pb2.GetSessionRequest):
         return reply.get_session_reply
+    if isinstance(req, session_pb2.CompactRequest):
+        return session_pb2.CompactResponse(task_id=reply.submit_reply.task_id, queued=reply.submit_reply.queued)
     return getattr(reply, _ASYNC_PAYLOAD[type(req)] + "_reply")  # type: ignore[no-any-return]
 
 
 _ASYNC_PAYLOAD: dict[type, str] = {session_pb2.SubmitRequest: "submit", session_pb2.InterruptRequest: "interrupt",
                                    session_pb2.UpdateSettingsRequest: "update_settings"}
 #: RPCs served on the loop (a request to one session actor); the rest run on the thread pool.
-ASYNC_UNARY = ("Submit", "Interrupt", "UpdateSettings", "GetSession")
+ASYNC_UNARY = ("Submit", "Interrupt", "UpdateSettings", "GetSession", "Compact")
 
 
 def _async_unary(name: str, request_cls: type[Message], runtime: SessionRuntime, access: Access

@@ -44,7 +44,7 @@ from actors.core import (
 from actors.errors import ConfigError, ConstraintError, InvalidRequest, SessionStateError, StartupFailed, UnknownSession
 from actors.limits import DEFAULT_PAGE_SIZE, LIST_ENTRY_BYTES, LIST_PAGE_BYTES, MAX_PAGE_SIZE
 from actors.session import SessionSetup, SessionSupervisor
-from actors.turn import TaskRunner, default_runner
+from actors.turn import TaskRunner, default_runner, window_generation
 from protos.supervisor.v1 import config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["RuntimeOptions", "SessionRuntime"]
@@ -193,7 +193,7 @@ class SessionRuntime:
                 setup.session_id = request.session_id
                 setup.start_kind = "resume"
                 setup.history = setup.log.read_kinds(request.session_id, HISTORY_KINDS)
-                setup.window_generation = sum(1 for e in setup.history if e.WhichOneof("msg") == "compacted")
+                setup.window_generation = window_generation(setup.history, request.session_id)
             else:
                 setup.start_kind = "fork"
                 setup.forked_from = request.session_id

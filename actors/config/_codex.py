@@ -61,8 +61,8 @@ MS_PER_S = 1000.0
 
 CODEX_KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "openai_base_url": str, "sandbox_workspace_write": dict, "tools": dict, "model_verbosity": str,
-    "web_search": str, "shell_environment_policy": dict, "model_context_window": int,
-    "model_auto_compact_token_limit": int, "project_doc_max_bytes": int, "project_doc_fallback_filenames": list,
+    "web_search": str, "shell_environment_policy": dict,
+    "project_doc_max_bytes": int, "project_doc_fallback_filenames": list,
     "tool_output_token_limit": int, "model_instructions_file": str, "experimental_instructions_file": str,
     "review_model": str, "oss_provider": str, "forced_login_method": str, "preferred_auth_method": str,
     "disable_response_storage": bool, "hide_agent_reasoning": bool, "show_raw_agent_reasoning": bool,

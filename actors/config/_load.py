@@ -59,6 +59,7 @@ _KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "playbook": str, "network": dict, "mcp_servers": dict, "hooks": dict, "agents": dict, "agent_types": dict,
     "shell": dict, "features": dict, "profiles": dict, "model_providers": dict, "exec": dict, "plugins": dict,
     "sandbox_workspace_write": dict, "approvals": dict, "ephemeral": bool,
+    "model_auto_compact_token_limit": int, "model_context_window": int,
     **CODEX_KEY_TYPES,
 }
 _ENUM_KEYS: dict[str, dict[str, Any]] = {
@@ -204,6 +205,8 @@ def _session_from(values: dict[str, Any], cwd: str, home: str) -> cfg.SessionCon
         "developer_instructions": lambda v: setattr(conf, "developer_instructions", v),
         "user_instructions": lambda v: setattr(conf, "user_instructions", v),
         "compact_prompt": lambda v: setattr(conf, "compact_prompt", v),
+        "model_auto_compact_token_limit": lambda v: setattr(conf, "model_auto_compact_token_limit", v),
+        "model_context_window": lambda v: setattr(conf, "model_context_window", v),
         "thread_name": lambda v: setattr(conf, "thread_name", v),
         "persist_extended_history": lambda v: setattr(conf, "persist_extended_history", v),
     }

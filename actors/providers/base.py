@@ -142,7 +142,8 @@ class ModelRequest:
     """Everything a provider needs for one model call (providers keep no conversation state).
 
     ``agent_role`` and ``agent_nickname`` identify a subagent (None for the root session); providers
-    that script behaviour per agent (the playbook) select on them, others ignore them.
+    that script behaviour per agent (the playbook) select on them, others ignore them. ``window_id`` names the
+    conversation's context window (``<session id>:<window generation>``, Codex's ``x-codex-window-id``).
     """
 
     model: str
@@ -152,6 +153,7 @@ class ModelRequest:
     reasoning_effort: str | None = None
     agent_role: str | None = None
     agent_nickname: str | None = None
+    window_id: str | None = None
 
 
 @dataclass(frozen=True)

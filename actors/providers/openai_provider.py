@@ -16,7 +16,7 @@ Contract:
   before the stream started, after ``RETRY_BASE_S`` * 2^attempt (or the server's ``Retry-After``), at most
   ``RETRY_MAX_S``. Nothing is retried once a stream has begun.
 - Base URL, API key: options first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; ``OPENAI_ORG_ID`` and
-  ``OPENAI_PROJECT_ID`` are sent as the SDK sends them.
+  ``OPENAI_PROJECT_ID`` are sent as the SDK sends them; a request's ``window_id`` as ``x-codex-window-id``.
 - Every failure is a ``ProviderError``: ``ProviderUnavailable`` when the server cannot be reached or the
   connection breaks or times out, ``ProviderStatusError`` (with ``status``) for an HTTP error answer.
 """
@@ -70,6 +70,8 @@ SERVER_ERROR_MIN = 500
 #: Backoff between attempts: base * 2^attempt, capped (also caps a server's Retry-After).
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 8.0
+#: The header naming the conversation's context window (Codex's: ``<thread id>:<window generation>``).
+WINDOW_ID_HEADER = "x-codex-window-id"
 #: Where requests go when neither the options nor OPENAI_BASE_URL say.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Chat Completions' end-of-stream marker.
@@ -180,7 +182,8 @@ class OpenAIProvider:
                 _parse_responses_stream, None
         completed: Completed | None = None
         try:
-            async with self._post(path, params) as response:
+            headers = {WINDOW_ID_HEADER: request.window_id} if request.window_id else {}
+            async with self._post(path, params, headers) as response:
                 async with aclosing(_sse_data(response, done)) as data, aclosing(parse(data)) as items:
                     async for item in items:
                         if isinstance(item, Completed):
@@ -206,14 +209,15 @@ class OpenAIProvider:
             await self._http.aclose()
 
     @asynccontextmanager
-    async def _post(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[StreamingResponse, None]:
+    async def _post(self, path: str, payload: dict[str, Any],
+                    headers: Mapping[str, str] | None = None) -> AsyncGenerator[StreamingResponse, None]:
         """POST ``payload``; yield a 2xx response; retry what may pass (see the module docstring)."""
         body = json.dumps(payload).encode()
         attempt = 0
         while True:
             streamed = False
             try:
-                async with self._http.post(path, body) as response:
+                async with self._http.post(path, body, headers) as response:
                     if response.status < 400:
                         streamed = True
                         yield response

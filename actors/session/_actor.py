@@ -46,7 +46,7 @@ from actors.session._agents import SessionAgentsMixin
 from actors.session._children import SessionChildrenMixin
 from actors.session._requests import handle_feature_request
 from actors.session._setup import SessionSetup, event_for, is_delta
-from actors.turn import TaskContext, TaskResult, close_turn_state
+from actors.turn import TaskContext, TaskResult, close_turn_state, current_window
 from protos.supervisor.v1 import agents_pb2, config_pb2, envelope_pb2, events_pb2, session_pb2
 
 __all__ = ["SessionSupervisor"]
@@ -108,6 +108,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
     def emit(self, msg: Message, *, task_id: str = "", traceparent: str = "") -> None:
         """Append an event (thread-safe); before SessionConfigured, events are held back."""
         event = event_for(msg, task_id=task_id, agent_path=self.setup.agent_path, traceparent=traceparent)
+        if isinstance(msg, events_pb2.ContextCompacted):  # GetSession reports the window in use
+            self.setup.window_generation = msg.window_generation
         with self._emit_lock:
             if not self._configured:
                 self._held.append(event)
@@ -226,7 +228,9 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
             if self.incarnation > 1:
                 setup.history = self._log.read_kinds(self.session_id, HISTORY_KINDS)
             return
-        inherited = [e for e in setup.history if e.WhichOneof("msg") == "history_item"]
+        source = setup.forked_from or self.configuration.session_source.parent_session_id
+        # the source's own entries (not its subagents' relayed ones); a compacted source's from its summary on
+        inherited = current_window(setup.history, (source,) if source else ())
         for event in inherited:
             self.emit(event.history_item)
         if inherited:

@@ -23,6 +23,10 @@ Contract (``make_turn_runner(...)`` returns the ``TaskRunner``; services are rea
 - A tool hook answering ``continue: false`` ends the turn once the current response's tools are done, with
   its ``stopReason`` as the agent message (Claude Code's semantics); on a Stop hook it means "do stop".
 - A PreToolUse ``ask`` decision makes the shell tool ask for approval (``HOOK_ASKS_KEY``); other tools run.
+- Compaction (``_compact``): ``/compact [instructions]`` as the input compacts the conversation and ends the
+  task (its summary is the result); a turn compacts by itself before its user message and before each further
+  request when the last response's context (``total_tokens``) reached the auto-compact limit. Every request
+  names its context window (``window_id`` = ``<session id>:<window generation>``), restored from the log.
 - Bounded: at most ``max_round_trips`` model requests per turn (``TurnLimitExceeded`` after that) and
   ``max_tool_output_bytes`` of each tool's output fed back.
 - Interrupt = cancellation of the task's scope: it propagates (tool processes are killed by their
@@ -55,7 +59,8 @@ from actors.providers import (
     create_provider,
 )
 from actors.turn._builtin import HOOK_ASKS_KEY, router_for
-from actors.turn._history import history_item, messages_from_history
+from actors.turn._compact import COMPACT_COMMAND, auto_compact_limit, compact
+from actors.turn._history import history_item, messages_from_history, window_generation
 from actors.turn._router import DEFAULT_MAX_TOOL_OUTPUT_BYTES, ToolOutput, ToolRouter
 from actors.turn._task import TaskContext, TaskResult, TaskRunner, builtin_runner
 from protos.supervisor.v1 import config_pb2, events_pb2, turn_pb2
@@ -80,6 +85,10 @@ logger = logging.getLogger(__name__)
 CONVERSATION_KEY = "conversation"
 #: Key of the provider built from the configuration, cached in ``TaskContext.state``.
 PROVIDER_KEY = "provider"
+#: Key of the conversation's window generation (how many compactions it went through) in ``TaskContext.state``.
+WINDOW_KEY = "window_generation"
+#: Key of the context size (tokens) the last model response reported, in ``TaskContext.state``.
+CONTEXT_TOKENS_KEY = "context_tokens"
 #: Most model requests in one turn: a model that never stops calling tools must not run forever.
 MAX_MODEL_ROUND_TRIPS = 64
 #: Most times Stop hooks may send the model back to work in one turn (Claude Code's loop guard, bounded).
@@ -178,7 +187,8 @@ class _Turn:
         self.ctx = ctx
         self.settings = settings
         if CONVERSATION_KEY not in ctx.state:
-            ctx.state[CONVERSATION_KEY] = messages_from_history(ctx.history)
+            ctx.state[CONVERSATION_KEY] = messages_from_history(ctx.history, (ctx.session_id,))
+            ctx.state[WINDOW_KEY] = window_generation(ctx.history, ctx.session_id)
         self.conversation: list[Message] = ctx.state[CONVERSATION_KEY]
         self.hooks = ctx.services.get("hooks")
         self.input_tokens = 0
@@ -188,6 +198,11 @@ class _Turn:
 
     async def run(self) -> TaskResult:
         prompt = self.ctx.input
+        command, _, extra = prompt.strip().partition(" ")
+        if command == COMPACT_COMMAND:  # on demand: no user turn, a new context window
+            provider = provider_for(self.ctx)
+            summary = await self._compact(provider, self._request(None), "manual", extra.strip())
+            return self._result(summary)
         verdict = await self._hook("UserPromptSubmit", {"prompt": prompt})
         if verdict is not None and (verdict.blocked or not verdict.continue_processing):
             reason = verdict.reason or verdict.stop_reason or "UserPromptSubmit hook blocked the prompt"
@@ -195,17 +210,38 @@ class _Turn:
             return self._result(reason)
         if verdict is not None and verdict.updated_prompt is not None:
             prompt = verdict.updated_prompt
+        provider = provider_for(self.ctx)
+        await self._maybe_compact(provider)  # the context the last turn left is too large: compact it first
         self._add(Message.user(prompt))
         if verdict is not None and verdict.additional_context:
             self._add(Message.system(verdict.additional_context))
-        provider = provider_for(self.ctx)
         router = router_for(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
         async with router:  # the tools' per-turn resources: background processes die with the turn
             return await self._loop(provider, router)
 
+    async def _maybe_compact(self, provider: ModelProvider) -> None:
+        """Compact when the last response's context passed the auto-compact limit."""
+        limit = auto_compact_limit(self.ctx.configuration)
+        if limit > 0 and self.ctx.state.get(CONTEXT_TOKENS_KEY, 0) >= limit:
+            await self._compact(provider, self._request(None), "auto", "")
+
+    async def _compact(self, provider: ModelProvider, request: ModelRequest, trigger: str, extra: str) -> str:
+        """Summarize the conversation and start a new window from the summary (see ``_compact``)."""
+        generation = self.ctx.state.get(WINDOW_KEY, 0) + 1
+        summary, completed = await compact(
+            provider=provider, request=request, conversation=self.conversation,
+            configuration=self.ctx.configuration, trigger=trigger, instructions=extra, generation=generation,
+            emit=self.ctx.emit, hook=self._hook, record=lambda message: self.ctx.emit(history_item(message)))
+        self._count(completed)
+        self.ctx.state[WINDOW_KEY] = generation
+        self.ctx.state[CONTEXT_TOKENS_KEY] = 0  # the summary's size is unknown until the next response
+        return summary
+
     async def _loop(self, provider: ModelProvider, router: ToolRouter) -> TaskResult:
         stop_continuations = 0
-        for _ in range(self.settings.max_round_trips):
+        for round_trip in range(self.settings.max_round_trips):
+            if round_trip:
+                await self._maybe_compact(provider)  # a long run of tool calls compacts mid-turn
             text, calls = await self._round_trip(provider, router)
             if self.halt_reason is not None:
                 self.ctx.emit(events_pb2.AgentMessage(text=self.halt_reason, delta=False))
@@ -244,17 +280,18 @@ class _Turn:
     def _result(self, text: str) -> TaskResult:
         return TaskResult(last_agent_message=text, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
 
-    def _request(self, router: ToolRouter) -> ModelRequest:
+    def _request(self, router: ToolRouter | None) -> ModelRequest:
         configuration = self.ctx.configuration
         services = self.ctx.services
         return ModelRequest(
             model=configuration.collaboration_mode.model,
             instructions=instructions_for(configuration),
             messages=list(self.conversation),
-            tools=router.specs(),
+            tools=router.specs() if router is not None else [],
             reasoning_effort=_EFFORTS.get(configuration.collaboration_mode.reasoning_effort),
             agent_role=services.get("agent_role", ROOT_ROLE),
             agent_nickname=services.get("agent_nickname"),
+            window_id=f"{self.ctx.session_id}:{self.ctx.state.get(WINDOW_KEY, 0)}",
         )
 
     async def _round_trip(self, provider: ModelProvider, router: ToolRouter) -> tuple[str, list[ToolCall]]:
@@ -315,6 +352,7 @@ class _Turn:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         total = usage.total_tokens or usage.input_tokens + usage.output_tokens
+        self.ctx.state[CONTEXT_TOKENS_KEY] = total
         self.ctx.emit(turn_pb2.TokenCount(
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=total,
         ))

@@ -1,6 +1,6 @@
 """The lifecycle hooks a session fires itself, each with a real hook script that records (and checks) its stdin
 JSON: SubagentStart and SubagentStop for a subagent (whose end of turn is not the root's Stop), SessionEnd
-before a root session's stop returns."""
+before a root session's stop returns, PreCompact before a compaction (the Compact RPC's, trigger manual)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ import pytest
 from actors.auth import open_channel
 from actors.gateway import serve
 from actors.runtime import RuntimeOptions, SessionRuntime
+from actors.turn import COMPACT_PROMPT
 from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
 from tests.helpers.fake_openai_server import FakeOpenAIServer, Reply
 from tests.hook_fixtures.support import FIXTURES
 
 WAIT_S = 30.0
-EVENTS = ("Stop", "SubagentStart", "SubagentStop", "SessionEnd")
+EVENTS = ("Stop", "SubagentStart", "SubagentStop", "SessionEnd", "PreCompact")
 
 
 @pytest.fixture
@@ -100,3 +101,26 @@ def test_session_end_runs_before_the_stop_returns(stack: Any) -> None:
     (end,) = recorded(tmp)  # no polling: the stop waited for the hook
     assert end["hook_event_name"] == "SessionEnd"
     assert end["session_id"] == sid and end["reason"] == "requested" and end["cwd"] == str(tmp)
+
+
+def test_pre_compact_runs_before_the_compact_rpcs_summary_request(stack: Any, model: FakeOpenAIServer) -> None:
+    stub, tmp = stack
+    model.add_replies(Reply(text_deltas=("answer 1",)), Reply(text_deltas=("SUMMARY",)))
+    sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp)), timeout=WAIT_S).session_id
+    stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="one"), timeout=WAIT_S)
+    task = stub.Compact(session_pb2.CompactRequest(session_id=sid, instructions="keep the numbers"),
+                        timeout=WAIT_S)
+    ended = None
+    for event in stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S):
+        if event.task_id == task.task_id and event.WhichOneof("msg") in ("turn_completed", "turn_aborted"):
+            ended = event
+            break
+    assert ended is not None and ended.WhichOneof("msg") == "turn_completed", ended
+    assert ended.turn_completed.last_agent_message == "SUMMARY"
+    stop, pre = recorded(tmp)  # the compaction task is no turn: no Stop hook after it
+    assert stop["hook_event_name"] == "Stop"
+    assert pre["hook_event_name"] == "PreCompact"
+    assert pre["trigger"] == "manual" and pre["custom_instructions"] == "keep the numbers"
+    last = model.requests[-1].body["input"][-1]
+    assert last["role"] == "user" and COMPACT_PROMPT in str(last["content"]) and "keep the numbers" in str(last)
+    stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)

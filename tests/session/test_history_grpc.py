@@ -2,7 +2,8 @@
 recording OpenAI-compatible server. After a turn, a stop, a restart of the server and a resume, the next model
 request holds the earlier user message and the earlier answer; the same for a fork, for a ``fork_context``
 subagent the model spawns, for a fork after turn 1 of 3 (turn 1 only) and for a subagent resumed with
-ResumeAgent (its own history)."""
+ResumeAgent (its own history). A long conversation against a small context limit compacts (ContextCompacted,
+window generation 1, the next request starts from the summary) and its resume keeps window generation 1."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from actors.turn import COMPACT_PROMPT, SUMMARY_PREFIX
 from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
 from tests.helpers.fake_openai_server import FakeOpenAIServer, RecordedRequest, Reply, ScriptedCall
 from tests.helpers.serve import ServeProcess
@@ -156,4 +158,48 @@ def test_resume_agent_restores_the_subagents_own_history(state: Path, model: Fak
         turn(stub, child, "child follow-up")
         assert said(model.requests[-1]) == [
             ("user", "child question"), ("assistant", "child answer"), ("user", "child follow-up")]
+        stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+
+
+def test_a_long_conversation_compacts_and_resume_keeps_the_window(state: Path, model: FakeOpenAIServer,
+                                                                  tmp_path: Path) -> None:
+    config = state / "config.toml"
+    config.write_text("model_auto_compact_token_limit = 100\n" + config.read_text())
+    model.add_replies(
+        Reply(text_deltas=("answer 1",), input_tokens=30, output_tokens=10),
+        Reply(text_deltas=("answer 2",), input_tokens=90, output_tokens=20),  # 110 tokens: past the limit
+        Reply(text_deltas=("SUMMARY-XYZ",)),
+        Reply(text_deltas=("answer 3",)),
+        Reply(text_deltas=("answer 4",)),
+    )
+    summary = f"{SUMMARY_PREFIX}\nSUMMARY-XYZ"
+    with ServeProcess(state) as serve, serve.channel() as channel:
+        stub = serve.stub(channel)
+        sid = start(stub, tmp_path)
+        for text in ("one", "two", "three"):
+            turn(stub, sid, text)
+        before, asked, after = model.requests[1:4]
+        assert before.headers["x-codex-window-id"] == f"{sid}:0"
+        assert said(asked)[:-1] == [("user", "one"), ("assistant", "answer 1"), ("user", "two"),
+                                    ("assistant", "answer 2")]
+        assert said(asked)[-1] == ("user", COMPACT_PROMPT) and not asked.body.get("tools")
+        assert said(after) == [("user", "one"), ("user", "two"), ("user", summary), ("user", "three")]
+        assert after.headers["x-codex-window-id"] == f"{sid}:1"
+        events = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, no_follow=True),
+                                        timeout=WAIT_S))
+        compacted = [e.compacted for e in events if e.WhichOneof("msg") == "compacted"]
+        assert [(c.window_generation, c.summary) for c in compacted] == [(1, "SUMMARY-XYZ")]
+        info = stub.GetSession(session_pb2.GetSessionRequest(session_id=sid), timeout=WAIT_S).session
+        assert info.window_generation == 1
+        stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    with ServeProcess(state) as serve, serve.channel() as channel:
+        stub = serve.stub(channel)
+        start(stub, tmp_path, mode=session_pb2.START_MODE_RESUME, session_id=sid)
+        info = stub.GetSession(session_pb2.GetSessionRequest(session_id=sid), timeout=WAIT_S).session
+        assert info.window_generation == 1
+        turn(stub, sid, "four")
+        resumed = model.requests[-1]
+        assert said(resumed) == [("user", "one"), ("user", "two"), ("user", summary), ("user", "three"),
+                                 ("assistant", "answer 3"), ("user", "four")]
+        assert resumed.headers["x-codex-window-id"] == f"{sid}:1"
         stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)

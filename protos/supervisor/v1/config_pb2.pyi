@@ -515,6 +515,8 @@ class SessionConfiguration(_message.Message):
     PERSIST_EXTENDED_HISTORY_FIELD_NUMBER: _builtins.int
     APP_SERVER_CLIENT_NAME_FIELD_NUMBER: _builtins.int
     APP_SERVER_CLIENT_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_AUTO_COMPACT_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
+    MODEL_CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Model provider id ("playbook", "openai", ...)."""
     reasoning_summary: Global___ReasoningSummary.ValueType
@@ -547,6 +549,10 @@ class SessionConfiguration(_message.Message):
     """Name of the app-server client driving the session."""
     app_server_client_version: _builtins.str
     """Version of that client."""
+    model_auto_compact_token_limit: _builtins.int
+    """Context size (tokens) past which a turn compacts the conversation; 0 derives it from the context window."""
+    model_context_window: _builtins.int
+    """The model's context window (tokens); 0 means the known one of the model's family, if any."""
     @_builtins.property
     def collaboration_mode(self) -> Global___CollaborationMode:
         """Model and collaboration mode."""
@@ -586,10 +592,12 @@ class SessionConfiguration(_message.Message):
         persist_extended_history: _builtins.bool = ...,
         app_server_client_name: _builtins.str = ...,
         app_server_client_version: _builtins.str = ...,
+        model_auto_compact_token_limit: _builtins.int = ...,
+        model_context_window: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["collaboration_mode", b"collaboration_mode", "permission_profile", b"permission_profile", "session_source", b"session_source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_server_client_name", b"app_server_client_name", "app_server_client_version", b"app_server_client_version", "approval_policy", b"approval_policy", "approvals_reviewer", b"approvals_reviewer", "base_instructions", b"base_instructions", "collaboration_mode", b"collaboration_mode", "compact_prompt", b"compact_prompt", "cwd", b"cwd", "developer_instructions", b"developer_instructions", "dynamic_tools", b"dynamic_tools", "home", b"home", "permission_profile", b"permission_profile", "persist_extended_history", b"persist_extended_history", "personality", b"personality", "provider", b"provider", "reasoning_summary", b"reasoning_summary", "service_tier", b"service_tier", "session_source", b"session_source", "thread_name", b"thread_name", "user_instructions", b"user_instructions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_server_client_name", b"app_server_client_name", "app_server_client_version", b"app_server_client_version", "approval_policy", b"approval_policy", "approvals_reviewer", b"approvals_reviewer", "base_instructions", b"base_instructions", "collaboration_mode", b"collaboration_mode", "compact_prompt", b"compact_prompt", "cwd", b"cwd", "developer_instructions", b"developer_instructions", "dynamic_tools", b"dynamic_tools", "home", b"home", "model_auto_compact_token_limit", b"model_auto_compact_token_limit", "model_context_window", b"model_context_window", "permission_profile", b"permission_profile", "persist_extended_history", b"persist_extended_history", "personality", b"personality", "provider", b"provider", "reasoning_summary", b"reasoning_summary", "service_tier", b"service_tier", "session_source", b"session_source", "thread_name", b"thread_name", "user_instructions", b"user_instructions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -704,16 +704,20 @@ class ContextCompacted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WINDOW_GENERATION_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     window_generation: _builtins.int
     """Window generation after the compaction."""
+    summary: _builtins.str
+    """The model's summary of the conversation before it (the new window starts from it)."""
     def __init__(
         self,
         *,
         window_generation: _builtins.int = ...,
+        summary: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["window_generation", b"window_generation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary", "window_generation", b"window_generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

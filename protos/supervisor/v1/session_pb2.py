@@ -33,17 +33,17 @@ from protos.supervisor.v1 import network_pb2 as protos_dot_supervisor_dot_v1_dot
 from protos.supervisor.v1 import shell_pb2 as protos_dot_supervisor_dot_v1_dot_shell__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/supervisor/v1/session.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a!protos/supervisor/v1/config.proto\x1a!protos/supervisor/v1/events.proto\x1a protos/supervisor/v1/hooks.proto\x1a\x1eprotos/supervisor/v1/mcp.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\"\xf9\x01\n\x13StartSessionRequest\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.supervisor.v1.StartMode\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x18\n\x10\x63onfig_overrides\x18\x05 \x03(\t\x12\x13\n\x0bthread_name\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x07 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x08 \x01(\t\x12\x17\n\x0f\x66ork_after_turn\x18\t \x01(\r\x12\x13\n\x0b\x66ork_at_seq\x18\n \x01(\x04\"~\n\x14StartSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x63onfigured_seq\x18\x03 \x01(\x04\"a\n\x15UpdateSettingsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x06update\x18\x02 \x01(\x0b\x32$.supervisor.v1.SessionSettingsUpdate\"T\n\x16UpdateSettingsResponse\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\"E\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x11\n\tinterrupt\x18\x03 \x01(\x08\"1\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x08\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"N\n\x13StreamEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"(\n\x12StopSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x13StopSessionResponse\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\"\xa9\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.supervisor.v1.SessionStatus\x12:\n\rconfiguration\x18\x03 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x19\n\x11window_generation\x18\x07 \x01(\x04\x12\x14\n\x0ctask_running\x18\x08 \x01(\x08\x12\x14\n\x0cqueued_tasks\x18\t \x01(\r\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x12GetSessionResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.supervisor.v1.SessionInfo\"U\n\x13ListSessionsRequest\x12\x17\n\x0finclude_stopped\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x14ListSessionsResponse\x12,\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.supervisor.v1.SessionInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x16ResolveApprovalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x38\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32&.supervisor.v1.NetworkApprovalDecision\"(\n\x17ResolveApprovalResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1aSessionNetworkProxyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*g\n\tStartMode\x12\x1a\n\x16START_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTART_MODE_NEW\x10\x01\x12\x15\n\x11START_MODE_RESUME\x10\x02\x12\x13\n\x0fSTART_MODE_FORK\x10\x03*g\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x01\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x02\x32\xec\x0f\n\x0eSessionService\x12W\n\x0cStartSession\x12\".supervisor.v1.StartSessionRequest\x1a#.supervisor.v1.StartSessionResponse\x12]\n\x0eUpdateSettings\x12$.supervisor.v1.UpdateSettingsRequest\x1a%.supervisor.v1.UpdateSettingsResponse\x12\x45\n\x06Submit\x12\x1c.supervisor.v1.SubmitRequest\x1a\x1d.supervisor.v1.SubmitResponse\x12N\n\tInterrupt\x12\x1f.supervisor.v1.InterruptRequest\x1a .supervisor.v1.InterruptResponse\x12J\n\x0cStreamEvents\x12\".supervisor.v1.StreamEventsRequest\x1a\x14.supervisor.v1.Event0\x01\x12T\n\x0bStopSession\x12!.supervisor.v1.StopSessionRequest\x1a\".supervisor.v1.StopSessionResponse\x12Q\n\nGetSession\x12 .supervisor.v1.GetSessionRequest\x1a!.supervisor.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".supervisor.v1.ListSessionsRequest\x1a#.supervisor.v1.ListSessionsResponse\x12?\n\x04\x45xec\x12\x1a.supervisor.v1.ExecRequest\x1a\x1b.supervisor.v1.ExecResponse\x12`\n\x0fResolveApproval\x12%.supervisor.v1.ResolveApprovalRequest\x1a&.supervisor.v1.ResolveApprovalResponse\x12\x64\n\x0fGetNetworkProxy\x12).supervisor.v1.SessionNetworkProxyRequest\x1a&.supervisor.v1.GetNetworkProxyResponse\x12N\n\tListHooks\x12\x1f.supervisor.v1.ListHooksRequest\x1a .supervisor.v1.ListHooksResponse\x12Q\n\nSpawnAgent\x12 .supervisor.v1.SpawnAgentRequest\x1a!.supervisor.v1.SpawnAgentResponse\x12]\n\x0eSendAgentInput\x12$.supervisor.v1.SendAgentInputRequest\x1a%.supervisor.v1.SendAgentInputResponse\x12Q\n\nWaitAgents\x12 .supervisor.v1.WaitAgentsRequest\x1a!.supervisor.v1.WaitAgentsResponse\x12Q\n\nCloseAgent\x12 .supervisor.v1.CloseAgentRequest\x1a!.supervisor.v1.CloseAgentResponse\x12T\n\x0bResumeAgent\x12!.supervisor.v1.ResumeAgentRequest\x1a\".supervisor.v1.ResumeAgentResponse\x12Q\n\nListAgents\x12 .supervisor.v1.ListAgentsRequest\x1a!.supervisor.v1.ListAgentsResponse\x12R\n\x0bMcpToolCall\x12!.supervisor.v1.McpToolCallRequest\x1a .supervisor.v1.McpToolCallResult\x12W\n\x0cMcpListTools\x12\".supervisor.v1.McpListToolsRequest\x1a#.supervisor.v1.McpListToolsResponse\x12]\n\x0eMcpAcceptTools\x12$.supervisor.v1.McpAcceptToolsRequest\x1a%.supervisor.v1.McpAcceptToolsResponse\x12\x63\n\x10McpServerControl\x12&.supervisor.v1.McpServerControlRequest\x1a\'.supervisor.v1.McpServerControlResponse\x12r\n\x15McpResolveElicitation\x12+.supervisor.v1.McpResolveElicitationRequest\x1a,.supervisor.v1.McpResolveElicitationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/supervisor/v1/session.proto\x12\rsupervisor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!protos/supervisor/v1/agents.proto\x1a!protos/supervisor/v1/config.proto\x1a!protos/supervisor/v1/events.proto\x1a protos/supervisor/v1/hooks.proto\x1a\x1eprotos/supervisor/v1/mcp.proto\x1a\"protos/supervisor/v1/network.proto\x1a protos/supervisor/v1/shell.proto\"\xf9\x01\n\x13StartSessionRequest\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.supervisor.v1.StartMode\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x18\n\x10\x63onfig_overrides\x18\x05 \x03(\t\x12\x13\n\x0bthread_name\x18\x06 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x07 \x01(\t\x12\x16\n\x0e\x63lient_version\x18\x08 \x01(\t\x12\x17\n\x0f\x66ork_after_turn\x18\t \x01(\r\x12\x13\n\x0b\x66ork_at_seq\x18\n \x01(\x04\"~\n\x14StartSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12:\n\rconfiguration\x18\x02 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x63onfigured_seq\x18\x03 \x01(\x04\"a\n\x15UpdateSettingsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x06update\x18\x02 \x01(\x0b\x32$.supervisor.v1.SessionSettingsUpdate\"T\n\x16UpdateSettingsResponse\x12:\n\rconfiguration\x18\x01 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\"E\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x11\n\tinterrupt\x18\x03 \x01(\x08\"1\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x08\":\n\x0e\x43ompactRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cinstructions\x18\x02 \x01(\t\"2\n\x0f\x43ompactResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x08\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"N\n\x13StreamEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"(\n\x12StopSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\'\n\x13StopSessionResponse\x12\x10\n\x08last_seq\x18\x01 \x01(\x04\"\xa9\x02\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.supervisor.v1.SessionStatus\x12:\n\rconfiguration\x18\x03 \x01(\x0b\x32#.supervisor.v1.SessionConfiguration\x12\x16\n\x0e\x66orked_from_id\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x19\n\x11window_generation\x18\x07 \x01(\x04\x12\x14\n\x0ctask_running\x18\x08 \x01(\x08\x12\x14\n\x0cqueued_tasks\x18\t \x01(\r\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"A\n\x12GetSessionResponse\x12+\n\x07session\x18\x01 \x01(\x0b\x32\x1a.supervisor.v1.SessionInfo\"U\n\x13ListSessionsRequest\x12\x17\n\x0finclude_stopped\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x14ListSessionsResponse\x12,\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.supervisor.v1.SessionInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x16ResolveApprovalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x02 \x01(\t\x12\x38\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32&.supervisor.v1.NetworkApprovalDecision\"(\n\x17ResolveApprovalResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1aSessionNetworkProxyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*g\n\tStartMode\x12\x1a\n\x16START_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTART_MODE_NEW\x10\x01\x12\x15\n\x11START_MODE_RESUME\x10\x02\x12\x13\n\x0fSTART_MODE_FORK\x10\x03*g\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x01\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x02\x32\xb6\x10\n\x0eSessionService\x12W\n\x0cStartSession\x12\".supervisor.v1.StartSessionRequest\x1a#.supervisor.v1.StartSessionResponse\x12]\n\x0eUpdateSettings\x12$.supervisor.v1.UpdateSettingsRequest\x1a%.supervisor.v1.UpdateSettingsResponse\x12\x45\n\x06Submit\x12\x1c.supervisor.v1.SubmitRequest\x1a\x1d.supervisor.v1.SubmitResponse\x12N\n\tInterrupt\x12\x1f.supervisor.v1.InterruptRequest\x1a .supervisor.v1.InterruptResponse\x12H\n\x07\x43ompact\x12\x1d.supervisor.v1.CompactRequest\x1a\x1e.supervisor.v1.CompactResponse\x12J\n\x0cStreamEvents\x12\".supervisor.v1.StreamEventsRequest\x1a\x14.supervisor.v1.Event0\x01\x12T\n\x0bStopSession\x12!.supervisor.v1.StopSessionRequest\x1a\".supervisor.v1.StopSessionResponse\x12Q\n\nGetSession\x12 .supervisor.v1.GetSessionRequest\x1a!.supervisor.v1.GetSessionResponse\x12W\n\x0cListSessions\x12\".supervisor.v1.ListSessionsRequest\x1a#.supervisor.v1.ListSessionsResponse\x12?\n\x04\x45xec\x12\x1a.supervisor.v1.ExecRequest\x1a\x1b.supervisor.v1.ExecResponse\x12`\n\x0fResolveApproval\x12%.supervisor.v1.ResolveApprovalRequest\x1a&.supervisor.v1.ResolveApprovalResponse\x12\x64\n\x0fGetNetworkProxy\x12).supervisor.v1.SessionNetworkProxyRequest\x1a&.supervisor.v1.GetNetworkProxyResponse\x12N\n\tListHooks\x12\x1f.supervisor.v1.ListHooksRequest\x1a .supervisor.v1.ListHooksResponse\x12Q\n\nSpawnAgent\x12 .supervisor.v1.SpawnAgentRequest\x1a!.supervisor.v1.SpawnAgentResponse\x12]\n\x0eSendAgentInput\x12$.supervisor.v1.SendAgentInputRequest\x1a%.supervisor.v1.SendAgentInputResponse\x12Q\n\nWaitAgents\x12 .supervisor.v1.WaitAgentsRequest\x1a!.supervisor.v1.WaitAgentsResponse\x12Q\n\nCloseAgent\x12 .supervisor.v1.CloseAgentRequest\x1a!.supervisor.v1.CloseAgentResponse\x12T\n\x0bResumeAgent\x12!.supervisor.v1.ResumeAgentRequest\x1a\".supervisor.v1.ResumeAgentResponse\x12Q\n\nListAgents\x12 .supervisor.v1.ListAgentsRequest\x1a!.supervisor.v1.ListAgentsResponse\x12R\n\x0bMcpToolCall\x12!.supervisor.v1.McpToolCallRequest\x1a .supervisor.v1.McpToolCallResult\x12W\n\x0cMcpListTools\x12\".supervisor.v1.McpListToolsRequest\x1a#.supervisor.v1.McpListToolsResponse\x12]\n\x0eMcpAcceptTools\x12$.supervisor.v1.McpAcceptToolsRequest\x1a%.supervisor.v1.McpAcceptToolsResponse\x12\x63\n\x10McpServerControl\x12&.supervisor.v1.McpServerControlRequest\x1a\'.supervisor.v1.McpServerControlResponse\x12r\n\x15McpResolveElicitation\x12+.supervisor.v1.McpResolveElicitationRequest\x1a,.supervisor.v1.McpResolveElicitationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.supervisor.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTMODE']._serialized_start=2083
-  _globals['_STARTMODE']._serialized_end=2186
-  _globals['_SESSIONSTATUS']._serialized_start=2188
-  _globals['_SESSIONSTATUS']._serialized_end=2291
+  _globals['_STARTMODE']._serialized_start=2195
+  _globals['_STARTMODE']._serialized_end=2298
+  _globals['_SESSIONSTATUS']._serialized_start=2300
+  _globals['_SESSIONSTATUS']._serialized_end=2403
   _globals['_STARTSESSIONREQUEST']._serialized_start=328
   _globals['_STARTSESSIONREQUEST']._serialized_end=577
   _globals['_STARTSESSIONRESPONSE']._serialized_start=579
@@ -56,32 +56,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_end=961
   _globals['_SUBMITRESPONSE']._serialized_start=963
   _globals['_SUBMITRESPONSE']._serialized_end=1012
-  _globals['_INTERRUPTREQUEST']._serialized_start=1014
-  _globals['_INTERRUPTREQUEST']._serialized_end=1052
-  _globals['_INTERRUPTRESPONSE']._serialized_start=1054
-  _globals['_INTERRUPTRESPONSE']._serialized_end=1111
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1113
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1191
-  _globals['_STOPSESSIONREQUEST']._serialized_start=1193
-  _globals['_STOPSESSIONREQUEST']._serialized_end=1233
-  _globals['_STOPSESSIONRESPONSE']._serialized_start=1235
-  _globals['_STOPSESSIONRESPONSE']._serialized_end=1274
-  _globals['_SESSIONINFO']._serialized_start=1277
-  _globals['_SESSIONINFO']._serialized_end=1574
-  _globals['_GETSESSIONREQUEST']._serialized_start=1576
-  _globals['_GETSESSIONREQUEST']._serialized_end=1615
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1617
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1682
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1684
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1769
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1771
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1864
-  _globals['_RESOLVEAPPROVALREQUEST']._serialized_start=1866
-  _globals['_RESOLVEAPPROVALREQUEST']._serialized_end=1989
-  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_start=1991
-  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_end=2031
-  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_start=2033
-  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_end=2081
-  _globals['_SESSIONSERVICE']._serialized_start=2294
-  _globals['_SESSIONSERVICE']._serialized_end=4322
+  _globals['_COMPACTREQUEST']._serialized_start=1014
+  _globals['_COMPACTREQUEST']._serialized_end=1072
+  _globals['_COMPACTRESPONSE']._serialized_start=1074
+  _globals['_COMPACTRESPONSE']._serialized_end=1124
+  _globals['_INTERRUPTREQUEST']._serialized_start=1126
+  _globals['_INTERRUPTREQUEST']._serialized_end=1164
+  _globals['_INTERRUPTRESPONSE']._serialized_start=1166
+  _globals['_INTERRUPTRESPONSE']._serialized_end=1223
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1225
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1303
+  _globals['_STOPSESSIONREQUEST']._serialized_start=1305
+  _globals['_STOPSESSIONREQUEST']._serialized_end=1345
+  _globals['_STOPSESSIONRESPONSE']._serialized_start=1347
+  _globals['_STOPSESSIONRESPONSE']._serialized_end=1386
+  _globals['_SESSIONINFO']._serialized_start=1389
+  _globals['_SESSIONINFO']._serialized_end=1686
+  _globals['_GETSESSIONREQUEST']._serialized_start=1688
+  _globals['_GETSESSIONREQUEST']._serialized_end=1727
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1729
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1794
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1796
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1881
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1883
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1976
+  _globals['_RESOLVEAPPROVALREQUEST']._serialized_start=1978
+  _globals['_RESOLVEAPPROVALREQUEST']._serialized_end=2101
+  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_start=2103
+  _globals['_RESOLVEAPPROVALRESPONSE']._serialized_end=2143
+  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_start=2145
+  _globals['_SESSIONNETWORKPROXYREQUEST']._serialized_end=2193
+  _globals['_SESSIONSERVICE']._serialized_start=2406
+  _globals['_SESSIONSERVICE']._serialized_end=4508
 # @@protoc_insertion_point(module_scope)

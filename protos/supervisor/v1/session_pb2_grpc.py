@@ -73,6 +73,11 @@ class SessionServiceStub:
                 request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptRequest.SerializeToString,
                 response_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptResponse.FromString,
                 _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/supervisor.v1.SessionService/Compact',
+                request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.CompactRequest.SerializeToString,
+                response_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.CompactResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/supervisor.v1.SessionService/StreamEvents',
                 request_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.StreamEventsRequest.SerializeToString,
@@ -208,6 +213,14 @@ class SessionServiceServicer:
 
     def Interrupt(self, request, context):
         """Abort the running task (TurnAborted, reason "interrupted").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compact(self, request, context):
+        """Compact the conversation now: a task (like a `/compact` input) that asks the model for a summary and
+        starts a new context window from it (ContextCompacted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -372,6 +385,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.Interrupt,
                     request_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptRequest.FromString,
                     response_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=protos_dot_supervisor_dot_v1_dot_session__pb2.CompactRequest.FromString,
+                    response_serializer=protos_dot_supervisor_dot_v1_dot_session__pb2.CompactResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -589,6 +607,33 @@ class SessionService:
             '/supervisor.v1.SessionService/Interrupt',
             protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptRequest.SerializeToString,
             protos_dot_supervisor_dot_v1_dot_session__pb2.InterruptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.SessionService/Compact',
+            protos_dot_supervisor_dot_v1_dot_session__pb2.CompactRequest.SerializeToString,
+            protos_dot_supervisor_dot_v1_dot_session__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,10 @@ class SessionServiceStub:
     """Give the session a task; it queues behind the running one unless `interrupt` is set."""
     Interrupt: _grpc.UnaryUnaryMultiCallable[_session_pb2.InterruptRequest, _session_pb2.InterruptResponse]
     """Abort the running task (TurnAborted, reason "interrupted")."""
+    Compact: _grpc.UnaryUnaryMultiCallable[_session_pb2.CompactRequest, _session_pb2.CompactResponse]
+    """Compact the conversation now: a task (like a `/compact` input) that asks the model for a summary and
+    starts a new context window from it (ContextCompacted).
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_session_pb2.StreamEventsRequest, _events_pb2.Event]
     """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
     (It streams the Event message itself: the one event type every client and the log share.)
@@ -131,6 +135,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Give the session a task; it queues behind the running one unless `interrupt` is set."""
     Interrupt: _aio.UnaryUnaryMultiCallable[_session_pb2.InterruptRequest, _session_pb2.InterruptResponse]  # type: ignore[assignment]
     """Abort the running task (TurnAborted, reason "interrupted")."""
+    Compact: _aio.UnaryUnaryMultiCallable[_session_pb2.CompactRequest, _session_pb2.CompactResponse]  # type: ignore[assignment]
+    """Compact the conversation now: a task (like a `/compact` input) that asks the model for a summary and
+    starts a new context window from it (ContextCompacted).
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_session_pb2.StreamEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
     """Stream a session's events from `from_seq`: the logged ones, then live ones. Reconnect with last seq + 1.
     (It streams the Event message itself: the one event type every client and the log share.)
@@ -223,6 +231,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.InterruptResponse, _abc.Awaitable[_session_pb2.InterruptResponse]]:
         """Abort the running task (TurnAborted, reason "interrupted")."""
+
+    @_abc_1.abstractmethod
+    def Compact(
+        self,
+        request: _session_pb2.CompactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.CompactResponse, _abc.Awaitable[_session_pb2.CompactResponse]]:
+        """Compact the conversation now: a task (like a `/compact` input) that asks the model for a summary and
+        starts a new context window from it (ContextCompacted).
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
