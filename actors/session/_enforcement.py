@@ -9,13 +9,14 @@ policy. What each entry point gets:
   ``CommandForbidden``; nobody else is asked, the client is the human);
 - the model's shell tool: ``gate`` (``actors.approvals.assess``): refused, asked (``ExecApprovals``: the client
   through ResolveApproval, or the guardian), or run; an approved escalation or an ``allow`` rule runs outside
-  the sandbox, ``abort`` ends the turn.
+  the sandbox, ``abort`` ends the turn. Before a question is asked, the PermissionRequest hooks
+  (``permission_hooks``) may answer it: allow runs the command, deny refuses it, no answer asks as usual.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,8 @@ class Enforcement:
 
     async def gate(self, command: str, cwd: Path | str, *, emit: Emit, call_id: str = "", agent_path: str = "/root",
                    turn_id: str = "", escalate: bool = False, justification: str = "", hook_asks: str | None = None,
-                   context: str = "") -> GateResult:
+                   context: str = "",
+                   permission_hooks: Callable[[], Awaitable[tuple[bool, str] | None]] | None = None) -> GateResult:
         """Decide whether the model's ``command`` runs (see the module docstring)."""
         verdict = assess(command, approval_policy=self.approval_policy, rules=self.rules, escalate=escalate,
                          justification=justification, hook_asks=hook_asks)
@@ -137,6 +139,13 @@ class Enforcement:
             return GateResult(False, message=f"command refused: {verdict.reason}")
         if verdict.verdict is Verdict.RUN:
             return GateResult(True, bypass_sandbox=verdict.bypass_sandbox)
+        answered = await permission_hooks() if permission_hooks is not None else None
+        if answered is not None:  # a PermissionRequest hook answered in the client's place
+            allowed, why = answered
+            if allowed:
+                return GateResult(True, bypass_sandbox=verdict.bypass_sandbox)
+            return GateResult(False, message=f"command not approved: {command!r} was denied by a PermissionRequest "
+                                             f"hook ({why or verdict.reason}); do not retry it unchanged")
         question = Question(command=command, cwd=str(cwd), reason=verdict.reason, agent_path=agent_path,
                             call_id=call_id, escalation=verdict.escalation, turn_id=turn_id, context=context)
         decision = await self.approvals.decide(question, emit)

@@ -9,7 +9,8 @@ Contract:
   ``ExecEnd`` pair with the tool call. A relative ``workdir`` resolves against the shell's cwd. The output
   is the exit code, the wall time and the command's combined output; a non-zero exit or a timeout is an
   error output. Before it runs, ``services["enforcement"].gate`` decides (exec policy rules, the approval
-  policy, a question to the client or the guardian): a refusal or denial is the output; an abort ends the turn.
+  policy, a question to the client or the guardian, which PermissionRequest hooks may answer first): a refusal
+  or denial is the output; an abort ends the turn.
 - MCP tools keep the manager's qualified names; arguments pass through unchanged; the result's text (or its
   structured content when there is no text) is the output, ``is_error`` as the server reported it.
 - Agent tools are the ``specs()`` of ``services["agents"]``; each name calls the method of that name with
@@ -123,6 +124,7 @@ async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
             agent_path=ctx.services.get("agent_path", "/root"), turn_id=ctx.task_id,
             escalate=permissions == ESCALATE, justification=justification,
             hook_asks=ctx.state.get(HOOK_ASKS_KEY, {}).pop(call.call_id, None), context=recent_context(ctx),
+            permission_hooks=_permission_hooks(ctx, call.name, args),
         )  # fmt: skip
         if gate.abort:
             raise TurnAbortRequested(gate.message)
@@ -138,6 +140,30 @@ async def run_shell(call: ToolCall, ctx: TaskContext) -> ToolOutput:
     lines.append("Output:")
     text = "\n".join(lines) + "\n" + result.output
     return ToolOutput(text, is_error=result.exit_code != 0 or result.timed_out)
+
+
+def _permission_hooks(ctx: TaskContext, tool_name: str, args: dict[str, Any]
+                      ) -> Callable[[], Awaitable[tuple[bool, str] | None]] | None:
+    """The PermissionRequest hooks for an approval question: (allowed, reason), or None when no hook decided
+    (or they failed: the question is asked as if there were none)."""
+    hooks = ctx.services.get("hooks")
+    if hooks is None:
+        return None
+
+    async def ask() -> tuple[bool, str] | None:
+        try:
+            result = await hooks.run("PermissionRequest", {"tool_name": tool_name, "tool_input": dict(args)},
+                                     traceparent=ctx.traceparent or None)
+        except Exception:
+            logger.exception("PermissionRequest hooks failed; asking as usual")
+            return None
+        if result.decision == "allow" and not result.blocked:
+            return True, result.reason or ""
+        if result.blocked or result.decision == "deny":
+            return False, result.reason or ""
+        return None
+
+    return ask
 
 
 _SHELL_ARGS = frozenset({"command", "timeout_ms", "workdir", "sandbox_permissions", "justification"})

@@ -1,10 +1,12 @@
 """The lifecycle hooks a session fires itself, each with a real hook script that records (and checks) its stdin
 JSON: SubagentStart and SubagentStop for a subagent (whose end of turn is not the root's Stop), SessionEnd
-before a root session's stop returns, PreCompact before a compaction (the Compact RPC's, trigger manual)."""
+before a root session's stop returns, PreCompact before a compaction (the Compact RPC's, trigger manual),
+PermissionRequest answering an approval question in the client's place."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -124,3 +126,46 @@ def test_pre_compact_runs_before_the_compact_rpcs_summary_request(stack: Any, mo
     last = model.requests[-1].body["input"][-1]
     assert last["role"] == "user" and COMPACT_PROMPT in str(last["content"]) and "keep the numbers" in str(last)
     stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+@pytest.mark.parametrize("behavior", ["allow", "deny"])
+def test_permission_request_hooks_answer_an_approval_question(tmp_path: Path, behavior: str) -> None:
+    home, ws = tmp_path / "home", tmp_path / "ws"
+    home.mkdir()
+    ws.mkdir()
+    (ws / "x").write_text("keep me")
+    (tmp_path / "plan.toml").write_text(
+        '[[plans.root.steps]]\ntool = "shell"\narguments = { command = "rm x" }\n'
+        '[[plans.root.steps]]\ntext = "{results[0][0]}"\n')
+    (home / "config.toml").write_text(
+        f'model_provider = "playbook"\nplaybook = {json.dumps(str(tmp_path / "plan.toml"))}\n'
+        'approval_policy = "untrusted"\n[shell]\nprogram = "/bin/bash"\n')
+    log = tmp_path / "permission.jsonl"
+    answer = f"{sys.executable} {FIXTURES / 'permission_answer.py'} {log} {behavior}"
+    (home / "hooks.json").write_text(json.dumps({"hooks": {"PermissionRequest": [
+        {"matcher": "shell", "hooks": [{"type": "command", "command": answer}]}]}}))
+    runtime = SessionRuntime(RuntimeOptions(home=home, managed_dir=tmp_path / "etc"))
+    server = serve(runtime, "127.0.0.1:0")
+    channel = open_channel(server.address, server.token)
+    try:
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(ws)), timeout=WAIT_S).session_id
+        task_id = stub.Submit(session_pb2.SubmitRequest(session_id=sid, input="go"), timeout=WAIT_S).task_id
+        seen = []
+        for event in stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S):
+            seen.append(event.WhichOneof("msg"))
+            if event.task_id == task_id and seen[-1] in ("turn_completed", "turn_aborted"):
+                last = event.turn_completed.last_agent_message
+                break
+        assert "exec_approval_requested" not in seen  # the hook answered: the client was never asked
+        (hook_input,) = [json.loads(line) for line in log.read_text().splitlines()]
+        assert hook_input["tool_name"] == "shell" and hook_input["tool_input"]["command"] == "rm x"
+        assert (ws / "x").exists() == (behavior == "deny")
+        if behavior == "deny":
+            assert "denied by a PermissionRequest hook (the hook said deny)" in last
+        stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
+    finally:
+        channel.close()
+        server.stop()
+        runtime.shutdown()
