@@ -335,6 +335,8 @@ class SessionRuntime:
         if record is None:
             raise UnknownSession(f"no session {session_id!r}")
         info = self._info_from_record(record)
+        info.window_generation = window_generation(self.log_of(session_id).read_kinds(session_id, ("compacted",)),
+                                                   session_id)
         shrink_message(info, MAX_EVENT_BYTES)  # a record logged before the request limits existed
         return info
 

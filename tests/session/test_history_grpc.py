@@ -194,9 +194,14 @@ def test_a_long_conversation_compacts_and_resume_keeps_the_window(state: Path, m
         stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
     with ServeProcess(state) as serve, serve.channel() as channel:
         stub = serve.stub(channel)
+        stopped = stub.GetSession(session_pb2.GetSessionRequest(session_id=sid), timeout=WAIT_S).session
+        assert stopped.status == session_pb2.SESSION_STATUS_STOPPED and stopped.window_generation == 1
         start(stub, tmp_path, mode=session_pb2.START_MODE_RESUME, session_id=sid)
         info = stub.GetSession(session_pb2.GetSessionRequest(session_id=sid), timeout=WAIT_S).session
         assert info.window_generation == 1
+        logged = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, no_follow=True), timeout=WAIT_S)
+        starts = [e.session_configured for e in logged if e.WhichOneof("msg") == "session_configured"]
+        assert [(c.start_kind, c.window_generation) for c in starts] == [("new", 0), ("resume", 1)]
         turn(stub, sid, "four")
         resumed = model.requests[-1]
         assert said(resumed) == [("user", "one"), ("user", "two"), ("user", summary), ("user", "three"),
