@@ -17,6 +17,7 @@ from actors.turn._compact import (
     auto_compact_limit,
     build_compacted_history,
     collect_user_messages,
+    compact_instructions,
 )
 from actors.turn._history import history_item, messages_from_history, window_generation
 from actors.turn._loop import make_turn_runner
@@ -40,6 +41,12 @@ def test_earlier_summaries_are_not_kept_as_user_messages() -> None:
     conversation = [Message.user("one"), Message.assistant("a"), Message.user(f"{SUMMARY_PREFIX}\nold"),
                     Message.user("two"), Message.system("ctx")]
     assert collect_user_messages(conversation) == ["one", "two"]
+
+
+def test_compact_prompt_is_codexs_unless_configured_and_compact_text_follows_it() -> None:
+    assert compact_instructions(config_pb2.SessionConfiguration()) == COMPACT_PROMPT
+    own = config_pb2.SessionConfiguration(compact_prompt="Summarize tersely.")
+    assert compact_instructions(own, "keep the numbers") == "Summarize tersely.\n\nkeep the numbers"
 
 
 def test_auto_compact_limit_from_the_configuration_or_the_context_window() -> None:
