@@ -80,7 +80,8 @@ def test_limits_threads_depth_and_failed_spawn(stack: Any) -> None:
     assert third.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     assert "max_threads 2" in third.value.details()  # type: ignore[attr-defined]
     closed = stub.CloseAgent(agents_pb2.CloseAgentRequest(session_id=sid, agent_id=a.agent_id), timeout=WAIT_S)
-    assert closed.previous == agents_pb2.AGENT_STATUS_RUNNING
+    # live either way: under load the child's first task may not have started yet
+    assert closed.previous in (agents_pb2.AGENT_STATUS_PENDING_INIT, agents_pb2.AGENT_STATUS_RUNNING)
     with pytest.raises(grpc.RpcError) as bad_type:  # fails half-way: the slot count must not change
         spawn(stub, sid, "x", agent_type="no-such-type")
     assert bad_type.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
