@@ -15,7 +15,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.core import HOST_THREAD_NAME, WORKER_THREAD_PREFIX, get_host
+from actors.core import HOST_THREAD_NAME, SPAWNER_THREAD_NAME, WORKER_THREAD_PREFIX, get_host
 
 #: The user's home for this test process: an empty one, so that the sessions' shell snapshots capture a known
 #: login shell (the real user's rc files are theirs, and slow), and nothing a test writes to ``~`` escapes.
@@ -35,7 +35,7 @@ LEAK_GRACE_S = 5.0
 #: Threads that are process-wide by design, not owned by any session.
 #: (actor-worker: the shared pool that runs parked actors' messages; an actor still alive is caught by the
 #: actor registry check, and an idle worker exits by itself.)
-PROCESS_WIDE_THREAD_PREFIXES = (HOST_THREAD_NAME, "Trio thread", "ThreadPoolExecutor-", "asyncio_",
+PROCESS_WIDE_THREAD_PREFIXES = (HOST_THREAD_NAME, SPAWNER_THREAD_NAME, "Trio thread", "ThreadPoolExecutor-", "asyncio_",
                                 WORKER_THREAD_PREFIX)
 
 

@@ -18,6 +18,7 @@ from actors.core._eventlog import (
 from actors.core._parking import WORKER_THREAD_PREFIX, get_pool
 from actors.core._process import (
     MAX_OUTPUT_BYTES,
+    SPAWNER_THREAD_NAME,
     GroupProcess,
     ProcessOutcome,
     exit_status,
@@ -67,6 +68,7 @@ __all__ = [
     "OWNER_ENV",
     "READ_BATCH",
     "RUNNING",
+    "SPAWNER_THREAD_NAME",
     "STOPPED",
     "TRACER_NAME",
     "TRUNCATION_MARKER",

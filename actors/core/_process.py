@@ -30,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import signal
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from actors.errors import ProcessStartError
 
 __all__ = [
     "MAX_OUTPUT_BYTES",
+    "SPAWNER_THREAD_NAME",
     "GroupProcess",
     "ProcessOutcome",
     "exit_status",
@@ -72,7 +75,85 @@ READ_CHUNK_BYTES = 64 * 1024
 #: Appended by ``run_command`` to output cut at its limit.
 TRUNCATION_MARKER = "\n[output truncated]"
 
+#: The thread that forks every child (process-wide, never exits; see ``_Spawner``).
+SPAWNER_THREAD_NAME = "process-spawner"
+
 Pump = Callable[[], Awaitable[None]]
+
+
+class _Streams:
+    """The child's pipes as trio streams (our own fds; ``Popen``'s file objects are closed at once)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.stdin: trio.lowlevel.FdStream | None = None
+        self.stdout: trio.lowlevel.FdStream | None = None
+        self.stderr: trio.lowlevel.FdStream | None = None
+        for name in ("stdin", "stdout", "stderr"):
+            file = getattr(popen, name)
+            if file is not None:
+                setattr(self, name, trio.lowlevel.FdStream(os.dup(file.fileno())))
+                file.close()
+
+    def close_now(self) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    os.close(stream.fileno())
+
+    async def aclose(self) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+
+class _Spawner:
+    """One thread that forks every child, for the whole life of the process.
+
+    A child that asks for ``PR_SET_PDEATHSIG`` (bubblewrap's ``--die-with-parent``) is signalled when the
+    *thread* that forked it exits; trio's worker threads exit after 10 s idle, which killed sandboxed commands
+    at random. This thread never exits.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=SPAWNER_THREAD_NAME, daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+_SPAWNER = _Spawner()
+
+
+async def _spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run ``start`` on the spawner thread; shielded, so a spawned child always reaches its owner."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    outcome: list[subprocess.Popen[bytes] | BaseException] = []
+
+    def job() -> None:
+        try:
+            outcome.append(start())
+        except BaseException as exc:  # handed to the trio task, raised there
+            outcome.append(exc)
+        token.run_sync_soon(done.set)
+
+    _SPAWNER.submit(job)
+    with trio.CancelScope(shield=True):
+        await done.wait()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -95,8 +176,9 @@ def exit_status(returncode: int) -> int:
 class GroupProcess:
     """One spawned child that leads its own process group; see the module docstring."""
 
-    def __init__(self, proc: trio.Process, pidfd: int) -> None:
-        self._proc = proc
+    def __init__(self, popen: subprocess.Popen[bytes], streams: _Streams, pidfd: int) -> None:
+        self._popen = popen
+        self._streams = streams
         self._pidfd: int | None = pidfd
         self._exited = False
         self._closed = False
@@ -124,7 +206,7 @@ class GroupProcess:
         (e.g. to make that PTY its controlling terminal).
         """
         try:
-            proc = await trio.lowlevel.open_process(
+            popen = await _spawn(lambda: subprocess.Popen(
                 list(argv),
                 stdin=(subprocess.PIPE if stdin else subprocess.DEVNULL) if stdio is None else stdio,
                 stdout=subprocess.PIPE if stdio is None else stdio,
@@ -133,46 +215,45 @@ class GroupProcess:
                 cwd=str(cwd),
                 env={**env, **owner_environment()},
                 close_fds=True,
-                preexec_fn=preexec_fn,
-            )
-        except OSError as exc:
-            raise ProcessStartError(f"could not start {argv[0]!r} in {str(cwd)!r}: {exc.strerror or exc}") from exc
+                preexec_fn=preexec_fn,  # noqa: PLW1509 - only unified exec's TIOCSCTTY ioctl: no lock, no allocation
+            ))
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ProcessStartError(f"could not start {argv[0]!r} in {str(cwd)!r}: {reason}") from exc
         # No checkpoint between the spawn and the object that owns the cleanup.
+        streams = _Streams(popen)
         try:
-            pidfd = os.pidfd_open(proc.pid)
+            pidfd = os.pidfd_open(popen.pid)
         except OSError:
-            signal_group(proc.pid, signal.SIGKILL)
-            with trio.CancelScope(shield=True):
-                for stream in (proc.stdin, proc.stdout, proc.stderr):
-                    if stream is not None:
-                        await stream.aclose()
-                await proc.wait()
+            signal_group(popen.pid, signal.SIGKILL)
+            streams.close_now()
+            popen.wait()
             raise
-        watch_group(proc.pid)
-        return cls(proc, pidfd)
+        watch_group(popen.pid)
+        return cls(popen, streams, pidfd)
 
     @property
     def pid(self) -> int:
         """The leader's pid, which is also the process group id."""
-        return self._proc.pid
+        return self._popen.pid
 
     @property
     def stdin(self) -> trio.abc.SendStream:
         """The write end of the child's stdin pipe (started with ``stdin=True``)."""
-        assert self._proc.stdin is not None
-        return self._proc.stdin
+        assert self._streams.stdin is not None
+        return self._streams.stdin
 
     @property
     def stdout(self) -> trio.abc.ReceiveStream:
         """The read end of the child's stdout pipe."""
-        assert self._proc.stdout is not None
-        return self._proc.stdout
+        assert self._streams.stdout is not None
+        return self._streams.stdout
 
     @property
     def stderr(self) -> trio.abc.ReceiveStream:
         """The read end of the child's stderr pipe."""
-        assert self._proc.stderr is not None
-        return self._proc.stderr
+        assert self._streams.stderr is not None
+        return self._streams.stderr
 
     def has_exited(self) -> bool:
         """True once the leader has exited (it may not be reaped yet); never blocks."""
@@ -211,11 +292,10 @@ class GroupProcess:
                 await self.terminate(grace_s)
             elif kill_leftovers:
                 self.signal_group(signal.SIGKILL)
-            for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-                if stream is not None:
-                    await stream.aclose()
+            await self._streams.aclose()
             with trio.move_on_after(REAP_TIMEOUT_S) as reap_scope:
-                self.returncode = await self._proc.wait()
+                await self.wait_exit()
+                self.returncode = self._popen.wait()  # exited: returns at once
             if reap_scope.cancelled_caught:
                 logger.error("process %d did not die after SIGKILL; leaving it unreaped", self.pid)
                 self.returncode = -signal.SIGKILL
