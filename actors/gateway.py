@@ -52,7 +52,7 @@ from actors.auth import (
     socket_path,
     write_serve_info,
 )
-from actors.core import READ_BATCH, SessionRecord, put_with_reply, span
+from actors.core import READ_BATCH, ElasticThreadPool, SessionRecord, put_with_reply, span
 from actors.errors import (
     ChildStartError,
     CommandForbidden,
@@ -71,7 +71,7 @@ from actors.errors import (
     Unavailable,
     UnknownSession,
 )
-from actors.limits import check_request
+from actors.limits import MAX_CONCURRENT_RPCS, RPC_THREAD_IDLE_EXIT_S, check_inbox, check_request
 from actors.runtime import REQUEST_TIMEOUT_S, SessionRuntime
 from actors.turn import COMPACT_COMMAND
 from protos.supervisor.v1 import envelope_pb2, session_pb2, stream_pb2
@@ -334,6 +334,8 @@ async def _ask_session(runtime: SessionRuntime, session_id: str, env: envelope_p
                        ) -> envelope_pb2.Envelope:
     """``runtime.request`` for the loop: the session's reply arrives as an asyncio result."""
     actor = runtime.live(session_id)
+    inbox: Any = actor.actor_ref.actor_inbox  # a ParkingInbox or queue.Queue: both count what waits
+    check_inbox(session_id, inbox.qsize())
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
     put_with_reply(actor.actor_ref, env, _LoopReply(loop, future))  # ``ask`` would block a thread on the reply
@@ -481,7 +483,7 @@ class GatewayServer:
     the owner token a client sends (``actors.auth.open_channel(server.address, server.token)``)."""
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.HealthServicer,
-                 executor: futures.ThreadPoolExecutor, loop: _LoopThread, *, address: str, token: str,
+                 executor: futures.Executor, loop: _LoopThread, *, address: str, token: str,
                  info_home: Path | None, sock: Path | None) -> None:
         self.server = server
         self._executor = executor
@@ -536,7 +538,8 @@ def _unix_socket(runtime: SessionRuntime) -> tuple[str, Path]:
 
 def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | None = None,
           tls: TlsConfig | None = None, write_info: bool = True, authenticate: bool = True,
-          max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GatewayServer:
+          max_workers: int = DEFAULT_MAX_WORKERS, max_message_bytes: int = MAX_MESSAGE_BYTES,
+          max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS) -> GatewayServer:
     """Start the gRPC server (SessionService, EventStreamService, health, reflection) and return it.
 
     ``listen`` None: the unix socket ``<home>/run/supervisor.sock`` (0600 in a 0700 directory); else
@@ -556,7 +559,7 @@ def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | No
     interceptors = [AuthInterceptor(Authenticator(owner_token, TokenStore(runtime.options.home)),
                                     client_certificates=tls is not None and tls.mutual)] if authenticate else []
     access = Access(runtime, Ownership(runtime.options.home))
-    executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker")
+    executor = ElasticThreadPool(max_workers, RPC_THREAD_IDLE_EXIT_S, "grpc-worker")
     health_servicer = health.HealthServicer()
     loop = _LoopThread()
 
@@ -564,6 +567,7 @@ def serve(runtime: SessionRuntime, listen: str | None = None, *, token: str | No
         server = grpc.aio.server(
             migration_thread_pool=executor,
             interceptors=interceptors,
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

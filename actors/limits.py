@@ -8,6 +8,9 @@ raises a narrow error naming the field and its limit:
 - an enum value the schema does not define (proto3 parses any number): ``InvalidRequest`` (INVALID_ARGUMENT);
 - a 64-bit unsigned number above ``MAX_INT64`` (what SQLite and the runtime can represent): ``OutOfRange``.
 The limits are documented in ``protos/supervisor/v1/session.proto`` and the README.
+
+Backpressure limits (``MAX_CONCURRENT_RPCS``, ``MAX_SESSION_INBOX``, ``RPC_THREAD_IDLE_EXIT_S``) are applied by
+the gateway and ``check_inbox``: past them a client gets RESOURCE_EXHAUSTED naming the limit, never a silent drop.
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ from __future__ import annotations
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from actors.errors import InvalidRequest, OutOfRange, RequestTooLarge
+from actors.errors import InvalidRequest, LimitExceeded, OutOfRange, RequestTooLarge
 
 __all__ = [
     "FIELD_BYTES",
     "FIELD_ENTRIES",
     "LIST_ENTRY_BYTES",
     "LIST_PAGE_BYTES",
+    "MAX_CONCURRENT_RPCS",
     "MAX_ENTRIES",
     "MAX_INT64",
     "MAX_PAGE_SIZE",
+    "MAX_SESSION_INBOX",
     "MAX_TEXT_BYTES",
+    "RPC_THREAD_IDLE_EXIT_S",
+    "check_inbox",
     "check_request",
 ]
 
@@ -60,6 +67,13 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 LIST_ENTRY_BYTES = 64 * KIB
 LIST_PAGE_BYTES = 1 * MIB
+
+#: RPCs in flight at once (streams included), over which grpc answers RESOURCE_EXHAUSTED.
+MAX_CONCURRENT_RPCS = 1000
+#: Client requests waiting in one session's inbox before more are refused (a flood must not grow it unbounded).
+MAX_SESSION_INBOX = 256
+#: How long an idle gRPC handler thread lives (a burst of calls must not leave its threads behind).
+RPC_THREAD_IDLE_EXIT_S = 1.0
 
 _TEXT = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 _UNSIGNED64 = (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64)
@@ -115,3 +129,10 @@ def check_request(msg: Message, prefix: str = "") -> None:
             check_request(value, f"{path}.")
         else:
             _check_scalar(path, field, value)
+
+
+def check_inbox(session_id: str, waiting: int) -> None:
+    """Refuse a client request to a session that already has ``MAX_SESSION_INBOX`` messages waiting."""
+    if waiting >= MAX_SESSION_INBOX:
+        raise LimitExceeded(f"session {session_id}: {waiting} requests already waiting in its inbox"
+                            f" (MAX_SESSION_INBOX = {MAX_SESSION_INBOX}); retry when it has caught up")

@@ -15,6 +15,7 @@ from actors.core._eventlog import (
     SessionClosed,
     SessionRecord,
 )
+from actors.core._executor import ElasticThreadPool
 from actors.core._parking import WORKER_THREAD_PREFIX, get_pool
 from actors.core._process import (
     MAX_OUTPUT_BYTES,
@@ -74,6 +75,7 @@ __all__ = [
     "TRUNCATION_MARKER",
     "WORKER_THREAD_PREFIX",
     "ChildSpec",
+    "ElasticThreadPool",
     "EventLog",
     "GroupProcess",
     "ProcessOutcome",

@@ -40,6 +40,12 @@ T = TypeVar("T")
 LOOP_START_TIMEOUT_S = 10.0
 #: Default bound on waiting for a scope's tasks to exit after cancellation.
 SCOPE_CLOSE_TIMEOUT_S = 10.0
+#: How long an idle trio worker thread lives (trio's default is 10 s): a burst of calls must not leave its
+#: threads behind for long. trio has no public setting; its thread cache reads this module global per wait.
+WORKER_THREAD_IDLE_EXIT_S = 1.0
+_thread_cache = getattr(getattr(trio, "_core", None), "_thread_cache", None)
+if _thread_cache is not None and hasattr(_thread_cache, "IDLE_TIMEOUT"):
+    _thread_cache.IDLE_TIMEOUT = WORKER_THREAD_IDLE_EXIT_S
 #: Name of the loop thread; leak checks recognise it as process-wide, not per session.
 HOST_THREAD_NAME = "trio-host"
 
