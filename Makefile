@@ -8,7 +8,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 DEBIAN_TOOLS := bash zsh dash curl bwrap:bubblewrap
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck proto proto-check pytest bench clean
+.PHONY: setup run test lint typecheck proto proto-check pytest bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ pytest: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: setup lint typecheck proto-check pytest
+
+# The long chaos suite (kill -9 x30, an MCP kill storm, the full hostile sweep); `make test` runs it short.
+# Each test prints its figures and seed as a `chaos {...}` line; CHAOS_SEED=N replays a run.
+chaos: setup
+	CHAOS_LONG=1 $(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[test,bench]'
