@@ -111,6 +111,9 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> N
                 errors += clients.errors
         with ServeProcess(home) as server, server.channel() as channel:
             stub = server.stub(channel)
+            stub.StartSession(session_pb2.StartSessionRequest(mode=session_pb2.START_MODE_RESUME, session_id=sid),
+                              timeout=WAIT_S)  # the resume after the last kill
+            resumed += 1
             log = list(stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, no_follow=True),
                                          timeout=WAIT_S))
             assert server.stop() == 0
@@ -124,7 +127,7 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> N
            gaps=gaps, duplicates=duplicates, leftover_processes=leftover, streamed=len(seen), logged=len(log),
            acknowledged_without_turn_event=sum(1 for task in acknowledged if task not in began))
     assert not errors, errors[:5]
-    assert resumed == ROUNDS - 1
+    assert resumed == ROUNDS  # after every kill
     assert seqs == list(range(len(seqs)))
     assert seen == list(range(len(seen))) and gaps == 0 and duplicates == 0
     assert not lost, lost[:5]

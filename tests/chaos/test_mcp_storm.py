@@ -92,6 +92,9 @@ def test_mcp_servers_killed_under_load_leave_no_hung_call_no_zombie_no_internal(
                     hint = dict(exc.trailing_metadata() or ()).get("retry-after-ms")  # type: ignore[attr-defined]
                     if code == grpc.StatusCode.UNAVAILABLE and hint is not None:
                         retry_hints.append(int(hint))
+                        durations.append(time.monotonic() - began)
+                        time.sleep(min(int(hint), 1000) / 1000)  # a client that honours the hint
+                        continue
                 durations.append(time.monotonic() - began)
 
         callers = [threading.Thread(target=caller) for _ in range(CALLERS)]
@@ -99,7 +102,11 @@ def test_mcp_servers_killed_under_load_leave_no_hung_call_no_zombie_no_internal(
             thread.start()
         killed: set[int] = set()
         try:
-            for _ in range(KILLS):
+            for round_ in range(KILLS):
+                # Even rounds kill a server that serves (calls in flight); odd ones the next process as soon as
+                # it exists, mid-start-up (a failed restart, so the backoff grows).
+                if round_ % 2 == 0:
+                    _call_until_answered(stub, call)
                 wait_for(lambda: _servers(server) - killed, WAIT_S, "a restarted MCP server")
                 time.sleep(random.uniform(*KILL_GAP_S))  # the random point of the kill
                 for pid in _servers(server) - killed:

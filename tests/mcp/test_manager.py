@@ -175,7 +175,8 @@ async def test_twenty_kills_during_a_stream_of_calls() -> None:
     kinds = {kind for kind, _ in outcomes}
     # McpServerUnavailable: a call while a restart attempt had failed (it fails fast with a retry hint)
     assert kinds <= {"ok", "McpCallFailed", "McpToolTimeout", "McpServerUnavailable"}, kinds
-    assert "ok" in kinds
+    # No "ok" is required during the storm: a caller gets UNAVAILABLE at once while a restart is backing off,
+    # and the killer may leave no READY window; the call after the storm shows the server serves again.
     assert bystander_results and set(bystander_results) == {"4"}  # the other server kept serving throughout
     restarts = events.of(mcp_pb2.McpServerRestarted)
     assert len(restarts) == len(range(0, KILLS, READY_KILL_EVERY))  # one per kill of a ready server
