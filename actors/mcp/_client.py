@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +52,7 @@ from actors.mcp._errors import (
     McpUnknownTool,
 )
 from actors.mcp._guard import ToolGuard, call_span, fetch_tools
+from actors.mcp._lean import LeanClient
 from actors.mcp._results import ToolSpec, to_call_result
 from actors.mcp._startup import describe_startup_failure, missing_token_error, timeout_error
 from actors.mcp._state import Connection, ConnectionState, RestartPolicy
@@ -259,20 +261,11 @@ class McpConnectionService:
         return transport
 
     async def _run_connection(self, conn: Connection, task_status: trio.TaskStatus[None]) -> None:
-        """Hold one SDK client open until the server goes away or is stopped (in this one task)."""
-        from mcp import Client
-
+        """Hold one client open until the server goes away or is stopped (in this one task)."""
         try:
             async with trio.open_nursery() as aux:
                 conn.transport = self._make_transport(aux, conn)
-                client = Client(
-                    conn.transport,
-                    cache=None,
-                    elicitation_callback=self.elicitation.callback,
-                    message_handler=self._on_message,
-                    client_info=_client_info(),
-                )
-                async with client:
+                async with self._client(conn.transport) as client:
                     conn.client = client
                     conn.tools = await fetch_tools(client)
                     conn.started = True
@@ -285,6 +278,21 @@ class McpConnectionService:
             logger.warning("MCP server %s: connection ended with %r", self.name, exc)
         finally:
             conn.finished.set()
+
+    def _client(self, transport: StdioTransport | HttpTransport) -> Any:
+        """The lean client over a stdio server's pipes; the SDK's client over HTTP (imported only then)."""
+        if isinstance(transport, StdioTransport):
+            def tools_changed() -> None:
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._refresh_quietly)
+
+            return _stdio_client(transport, LeanClient(transport, client_info=(CLIENT_NAME, CLIENT_VERSION),
+                                                       elicit=self.elicitation.answer,
+                                                       on_tools_changed=tools_changed))
+        from mcp import Client
+
+        return Client(transport, cache=None, elicitation_callback=self.elicitation.callback,
+                      message_handler=self._on_message, client_info=_client_info())
 
     async def _watch(self, conn: Connection) -> None:
         """Restart the server whenever its connection ends without a stop."""
@@ -465,6 +473,13 @@ class McpConnectionService:
     def resolve_elicitation(self, request_id: str, action: str | int, content_json: str = "") -> bool:
         """Answer a pending elicitation of this server (any thread); False when it is not pending."""
         return self.elicitation.resolve(request_id, action, content_json)
+
+
+@asynccontextmanager
+async def _stdio_client(transport: StdioTransport, client: LeanClient) -> AsyncIterator[LeanClient]:
+    """The server's process (spawned or taken), then the handshake; left in the reverse order."""
+    async with transport, client:
+        yield client
 
 
 def _client_info() -> Any:

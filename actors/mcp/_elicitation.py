@@ -86,13 +86,18 @@ class ElicitationBroker:
         """The SDK's ``elicitation_callback``: answers one ``elicitation/create`` request."""
         import mcp_types as types
 
+        action, content = await self.answer(params.message, getattr(params, "requested_schema", None),
+                                            getattr(params, "url", None) or "")
+        if action == "accept":
+            return types.ElicitResult(action="accept", content=content or {})
+        return types.ElicitResult(action=action)  # type: ignore[arg-type]
+
+    async def answer(self, message: str, schema: Any, url: str = "") -> tuple[str, dict[str, Any] | None]:
+        """Answer one ``elicitation/create`` request: (action, content), content only for "accept"."""
         if self._approval_policy == APPROVAL_NEVER:
             logger.info("declined elicitation from MCP server %s (approval policy never)", self._server)
-            return types.ElicitResult(action="decline")
+            return "decline", None
         request_id = uuid.uuid4().hex
-        schema = getattr(params, "requested_schema", None)
-        message = params.message
-        url = getattr(params, "url", None)
         if url:
             message = f"{message}\n{url}"
         pending = _Pending()
@@ -111,8 +116,8 @@ class ElicitationBroker:
         finally:
             self._pending.pop(request_id, None)
         if pending.action == "accept":
-            return types.ElicitResult(action="accept", content=pending.content or {})
-        return types.ElicitResult(action=pending.action)  # type: ignore[arg-type]
+            return "accept", pending.content or {}
+        return pending.action, None
 
     def _resolve_here(self, request_id: str, action: str, content: dict[str, Any] | None) -> bool:
         pending = self._pending.pop(request_id, None)

@@ -1,23 +1,23 @@
-"""MCP transports that know when their server is gone: the SDK's stdio and streamable-HTTP clients, wrapped.
+"""MCP transports that know when their server is gone: a stdio server's own pipes, and the SDK's HTTP client.
 
 Contract:
-- Both wrappers are SDK ``Transport``s (async context managers yielding a read and a write stream) and set
-  ``closed`` as soon as the read stream ends: for stdio that is the moment the server process dies (its stdout
-  reaches EOF), which the SDK itself only notices at the next request. This is the connection's watchdog.
-- ``StdioTransport`` runs the server through the SDK's ``stdio_client`` (own process group), learns its pid,
-  pumps its stderr into ``stderr_tail`` (last ``STDERR_TAIL_BYTES``, each line logged at DEBUG), and on exit
+- Both set ``closed`` as soon as the server's output ends: for stdio that is the moment the server process
+  dies (its stdout reaches EOF), noticed at once rather than at the next request. This is the connection's
+  watchdog.
+- ``StdioTransport`` (for ``actors.mcp._lean.LeanClient``) takes the process spawned for its configuration at
+  process start, if any, else spawns it (``actors.mcp._spawn``: own process group, piped stdio); it pumps the
+  server's stderr into ``stderr_tail`` (last ``STDERR_TAIL_BYTES``, each line logged at DEBUG), and on exit
   makes sure the whole process group is gone: after a normal exit (a stop) it sends SIGTERM and, after
-  ``STOP_GRACE_S``, SIGKILL; after an error or cancellation (a failed start) it sends SIGKILL at once. The
-  SDK's own shutdown (close stdin, reap) then finds the process dead and returns without waiting. Every wait
-  is bounded and shielded, so a cancelled caller cannot leak the process.
-- ``HttpTransport`` sends the bearer token and extra headers, and records a 401/403 in ``auth_status``.
-- Nothing here imports ``mcp`` or ``httpx2`` at module level (``import mcp`` costs ~0.5 s).
+  ``STOP_GRACE_S``, SIGKILL; after an error or cancellation (a failed start) it sends SIGKILL at once; then
+  it reaps the process. Every wait is bounded and shielded, so a cancelled caller cannot leak the process.
+- ``HttpTransport`` is an SDK ``Transport`` (read and write streams, ``WatchedReadStream``); it sends the
+  bearer token and extra headers, and records a 401/403 in ``auth_status``.
+- Nothing here imports ``mcp`` or ``httpx2`` at module level (``import mcp`` costs 1-2.5 s).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,7 +28,8 @@ import trio
 
 from actors.core import forget_group, owner_environment, watch_group
 from actors.mcp._config import McpServerConfig
-from actors.mcp._process import CONNECTION_TAG_VAR, kill_group, peek_exit, wait_exited, wait_for_tagged_child
+from actors.mcp._process import CONNECTION_TAG_VAR, kill_group, peek_exit, wait_exited
+from actors.mcp._spawn import ServerProcess, spawn_server, take_prespawned
 
 __all__ = ["STDERR_TAIL_BYTES", "HttpTransport", "StdioTransport", "WatchedReadStream"]
 
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 0.5
 #: Time to wait for a server whose stdout ended to show up as exited (for its exit status).
 EXIT_PEEK_S = 0.5
+#: Bound on reaping a stopped server after its group got SIGKILL, and how often to look.
+REAP_TIMEOUT_S = 2.0
+EXIT_POLL_S = 0.005
 #: Bytes of a server's stderr kept for error messages.
 STDERR_TAIL_BYTES = 2048
 #: Read size of the stderr pump.
@@ -102,7 +106,7 @@ class WatchedReadStream:
 
 
 class StdioTransport:
-    """The SDK's stdio transport plus the server's pid, a stderr tail, and a process-group kill on exit."""
+    """A stdio server's process and pipes for ``LeanClient``: pid, a stderr tail, a process-group kill on exit."""
 
     def __init__(self, config: McpServerConfig, nursery: trio.Nursery) -> None:
         self._config = config
@@ -113,55 +117,63 @@ class StdioTransport:
         self.stopping = False
         #: How the process ended ("exited with code 1"), once known.
         self.exit_description: str | None = None
+        #: Whether the process was spawned at process start (``actors.mcp._spawn.prespawn``).
+        self.prespawned = False
         self.stderr_tail = bytearray()
-        self._inner: Any = None
+        self._server: ServerProcess | None = None
+        self._stdin: trio.lowlevel.FdStream | None = None
+        self._stdout: trio.lowlevel.FdStream | None = None
         self._stderr: trio.lowlevel.FdStream | None = None
 
-    async def __aenter__(self) -> tuple[Any, Any]:
-        from mcp.client.stdio import StdioServerParameters, stdio_client
-
-        assert self._config.command is not None
-        tag = uuid.uuid4().hex
-        params = StdioServerParameters(
-            command=self._config.command,
-            args=list(self._config.args),
-            env={**self._config.env, CONNECTION_TAG_VAR: tag, **owner_environment()},
-            cwd=self._config.cwd,
-        )
-        read_fd, write_fd = os.pipe()
-        self._stderr = trio.lowlevel.FdStream(read_fd)
-        with os.fdopen(write_fd, "w") as errlog:  # the child keeps its own copy; ours closes after the spawn
-            self._inner = stdio_client(params, errlog=errlog)
-            try:
-                read_stream, write_stream = await self._inner.__aenter__()
-            except BaseException:
-                await self._close_stderr()
-                raise
-        with trio.CancelScope(shield=True):  # bounded; a cancel here would leave the SDK's context half-entered
-            self.pid = await wait_for_tagged_child(tag)
-        if self.pid is None:
-            logger.warning("mcp server %s: could not find its process; stop relies on the SDK", self._config.name)
-        else:
-            watch_group(self.pid)  # the SDK starts it in a session of its own: pgid == pid
+    async def __aenter__(self) -> StdioTransport:
+        server = take_prespawned(self._config)
+        self.prespawned = server is not None
+        if server is None:
+            server = spawn_server(self._config, {CONNECTION_TAG_VAR: uuid.uuid4().hex, **owner_environment()})
+        self._server = server
+        self.pid = server.pid
+        watch_group(server.pid)  # its own session: pgid == pid (a prespawned one was registered at start-up)
+        # the streams own the fds from here on
+        self._stdin = trio.lowlevel.FdStream(server.stdin_fd)
+        self._stdout = trio.lowlevel.FdStream(server.stdout_fd)
+        self._stderr = trio.lowlevel.FdStream(server.stderr_fd)
+        server.stdin_fd = server.stdout_fd = server.stderr_fd = -1
         self._nursery.start_soon(self._pump_stderr, self._stderr)
-        return WatchedReadStream(read_stream, self.closed), write_stream
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        # The SDK's exit shields its own shutdown; it must not run inside a scope opened here (its task group
-        # was entered outside of it), so only our own steps are shielded.
-        try:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):  # every wait below is bounded; a cancel must not leak the process
+            try:
                 await self._end_process(graceful=exc_type is None)
-            return await self._inner.__aexit__(exc_type, exc, tb)
-        finally:
-            if self.pid is not None:
-                kill_group(self.pid)  # descendants that left the leader behind
-                forget_group(self.pid)
-            with trio.CancelScope(shield=True):
-                await self._close_stderr()
+            finally:
+                if self.pid is not None:
+                    kill_group(self.pid)  # descendants that left the leader behind
+                for stream in (self._stdin, self._stdout, self._stderr):
+                    if stream is not None:
+                        await stream.aclose()
+                await self._reap()
+                if self.pid is not None:
+                    forget_group(self.pid)
+        return None
 
+    # --- the pipes (``LineStreams``) -------------------------------------------------------------------
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Bytes the server wrote to its stdout (b"" at its end)."""
+        assert self._stdout is not None
+        return await self._stdout.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        """Write to the server's stdin."""
+        assert self._stdin is not None
+        await self._stdin.send_all(data)
+
+    def output_ended(self) -> None:
+        """The server's stdout ended: for stdio that is the moment the process died (or was stopped)."""
+        self.closed.set()
+
+    # --- the process -----------------------------------------------------------------------------------
     async def _end_process(self, *, graceful: bool) -> None:
         pid = self.pid
         if pid is None:
@@ -174,6 +186,16 @@ class StdioTransport:
             await wait_exited(pid, STOP_GRACE_S)
         kill_group(pid)
 
+    async def _reap(self) -> None:
+        server = self._server
+        if server is None:
+            return
+        with trio.move_on_after(REAP_TIMEOUT_S):
+            while server.process.poll() is None:
+                await trio.sleep(EXIT_POLL_S)
+        if server.process.returncode is None:
+            logger.warning("mcp server %s (pid %s) did not exit after SIGKILL", self._config.name, server.pid)
+
     async def _pump_stderr(self, stream: trio.lowlevel.FdStream) -> None:
         pending = b""
         try:
@@ -185,10 +207,6 @@ class StdioTransport:
                     logger.debug("mcp server %s stderr: %s", self._config.name, line.decode(errors="replace"))
         except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
             pass
-
-    async def _close_stderr(self) -> None:
-        if self._stderr is not None:
-            await self._stderr.aclose()
 
     def stderr_text(self) -> str:
         """The last stderr bytes of the server, decoded, stripped."""
