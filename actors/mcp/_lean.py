@@ -148,7 +148,7 @@ class LeanClient:
             raise McpConnectionClosed("the server's connection is closed")
         self._next_id += 1
         request_id = self._next_id
-        done, box = trio.Event(), []
+        done, box = trio.Event(), list[Any]()
         self._pending[request_id] = (done, box)
         try:
             message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
