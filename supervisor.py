@@ -113,9 +113,14 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _guard_processes(home: Path) -> None:
     """Start the process watchdog: what the sessions spawn dies with this process, even on kill -9."""
-    from actors.core import install_watchdog
+    from actors.core import install_watchdog, watch_group
 
     install_watchdog(home)
+    if "actors.mcp._spawn" in sys.modules:  # the MCP servers spawned before the watchdog existed
+        from actors.mcp import prespawned_pids
+
+        for pid in prespawned_pids():
+            watch_group(pid)
 
 
 def _release_watchdog() -> None:
@@ -124,6 +129,23 @@ def _release_watchdog() -> None:
     watchdog = module.active_watchdog() if module is not None else None
     if watchdog is not None:
         watchdog.close()
+
+
+def _prespawn_mcp(*, home: Path, cwd: str, profile: str | None, overrides: list[str],
+                  codex_home: Path | None = None, defaults: dict[str, Any] | None = None) -> None:
+    """Spawn the configured eager stdio MCP servers now, before the runtime is imported: their own start-up
+    (often the slowest part of a session's) then overlaps ours. The session's connections take them over;
+    any error here is left for the session's start to report."""
+    from actors.config import load_config
+    from actors.mcp import parse_mcp_servers, prespawn
+
+    try:
+        tables = load_config(cwd=cwd, home=home, profile=profile, overrides=overrides, codex_home=codex_home,
+                             defaults=defaults).table("mcp_servers")
+        if tables:
+            prespawn(parse_mcp_servers(tables))
+    except Exception:  # the same configuration fails the session's start, with the error shown there
+        logging.getLogger(__name__).debug("MCP servers not spawned early", exc_info=True)
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -157,6 +179,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
+    _prespawn_mcp(home=_home(args), cwd=args.cwd or os.getcwd(), profile=args.profile, overrides=args.config)
     console = view = None
     if not args.json:
         from rich.console import Console
@@ -214,16 +237,29 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         exit_code = 2
     finally:
         runtime.shutdown()
+        _discard_prespawned()
     global _released
     _released = True
     return exit_code
 
 
-def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any]) -> Any:
+def _discard_prespawned() -> None:
+    """Kill the MCP servers spawned early that no session took (``os._exit`` skips the atexit hook)."""
+    if "actors.mcp._spawn" in sys.modules:
+        from actors.mcp import discard_prespawned
+
+        discard_prespawned()
+
+
+def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any], early: Any = None) -> Any:
     from actors.config import codex_home
-    from actors.runtime import RuntimeOptions, SessionRuntime
 
     codex = codex_home() if read_codex_config else None
+    if early is not None:
+        _prespawn_mcp(home=_home(argparse.Namespace(home=None)), cwd=early.cwd, profile=early.profile,
+                      overrides=early.overrides, codex_home=codex, defaults=defaults)
+    from actors.runtime import RuntimeOptions, SessionRuntime
+
     _guard_processes(_home(argparse.Namespace(home=None)))
     return SessionRuntime(RuntimeOptions(home=_home(argparse.Namespace(home=None)), codex_home=codex,
                                          config_defaults=defaults))

@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +50,17 @@ EXIT_USAGE = 2
 EXEC_TURN_TIMEOUT_S = 6 * 3600.0
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 #: Builds the runtime: (read $CODEX_HOME/config.toml?, values below every config layer) -> SessionRuntime.
-RuntimeFactory = Callable[[bool, dict[str, Any]], Any]
+@dataclass(frozen=True)
+class EarlyStart:
+    """What the runtime factory may start before the runtime exists (``supervisor.py`` spawns the MCP servers)."""
+
+    cwd: str
+    profile: str | None
+    overrides: list[str]
+
+
+#: ``make_runtime(read_codex_config, defaults, early)``.
+RuntimeFactory = Callable[[bool, dict[str, Any], EarlyStart], Any]
 #: Codex's defaults for ``codex exec``, below every config layer.
 EXEC_DEFAULTS: dict[str, Any] = {"model_provider": "openai", "sandbox_mode": "read-only", "approval_policy": "never"}
 CLIENT_NAME = "codex_exec"
@@ -239,7 +250,8 @@ def exec_main(argv: Sequence[str], make_runtime: RuntimeFactory, *, stdin: IO[st
     except ExecUsageError as exc:
         print(f"Error: {exc}", file=stderr)
         return exc.code
-    runtime = make_runtime(not ns.ignore_user_config, dict(EXEC_DEFAULTS))
+    runtime = make_runtime(not ns.ignore_user_config, dict(EXEC_DEFAULTS),
+                           EarlyStart(str(cwd), ns.profile or None, exec_overrides(ns)))
     try:
         out = _Output(ns.json, stdout, stderr)
         return _run(runtime, ns, session_id=session_id, prompt=prompt, cwd=str(cwd), out=out)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from actors.mcp._names import DELIMITER, TOOL_NAME_PREFIX
     from actors.mcp._process import has_exited
     from actors.mcp._router import McpRouter
+    from actors.mcp._spawn import discard_prespawned, prespawn, prespawned_pids
     from actors.mcp._tools import McpTools
 
 _WHERE = {
@@ -51,10 +52,13 @@ _WHERE = {
     "McpTools": "actors.mcp._tools",
     "McpUnknownTool": "actors.mcp._errors",
     "TOOL_NAME_PREFIX": "actors.mcp._names",
+    "discard_prespawned": "actors.mcp._spawn",
     "has_exited": "actors.mcp._process",
     "mcp_child_specs": "actors.mcp._actor",
     "parse_mcp_server": "actors.mcp._config",
     "parse_mcp_servers": "actors.mcp._config",
+    "prespawn": "actors.mcp._spawn",
+    "prespawned_pids": "actors.mcp._spawn",
 }
 
 __all__ = [
@@ -77,10 +81,13 @@ __all__ = [
     "McpToolTimeout",
     "McpTools",
     "McpUnknownTool",
+    "discard_prespawned",
     "has_exited",
     "mcp_child_specs",
     "parse_mcp_server",
     "parse_mcp_servers",
+    "prespawn",
+    "prespawned_pids",
 ]
 
 

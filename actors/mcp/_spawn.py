@@ -8,6 +8,9 @@ Contract:
   it at process start, before the runtime is imported, so a server's own start-up overlaps ours). The
   transport of a connection whose configuration matches (same command, args, env and cwd) takes the waiting
   process with ``take_prespawned`` instead of spawning one; each process is taken at most once.
+- They are spawned before the process watchdog exists (``actors.core``: importing it costs most of the cold
+  start), so they lack its owner variable; ``supervisor.py`` registers their groups with it
+  (``prespawned_pids``) as soon as it is installed, and the transport that takes one registers it again.
 - ``discard_prespawned()`` kills and reaps the ones nobody took (the session failed to start, a server was
   disabled by a later layer); it also runs at interpreter exit.
 - This module imports neither trio nor the MCP SDK: it runs while the process is still starting.
@@ -25,8 +28,8 @@ from dataclasses import dataclass
 
 from actors.mcp._config import McpServerConfig
 
-__all__ = ["DEFAULT_INHERITED_ENV_VARS", "ServerProcess", "discard_prespawned", "prespawn", "server_env",
-           "spawn_server", "take_prespawned"]
+__all__ = ["DEFAULT_INHERITED_ENV_VARS", "ServerProcess", "discard_prespawned", "prespawn", "prespawned_pids",
+           "server_env", "spawn_server", "take_prespawned"]
 
 #: What the MCP SDK's stdio client passes on of our environment (POSIX), before the configured ``env``.
 DEFAULT_INHERITED_ENV_VARS = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER")
@@ -125,6 +128,12 @@ def take_prespawned(config: McpServerConfig) -> ServerProcess | None:
     with _lock:
         queue = _waiting.get(_key(config))
         return queue.pop(0) if queue else None
+
+
+def prespawned_pids() -> list[int]:
+    """Pids (process group ids) of the processes spawned in advance that no connection took yet."""
+    with _lock:
+        return [server.pid for queue in _waiting.values() for server in queue]
 
 
 def discard_prespawned() -> None:
