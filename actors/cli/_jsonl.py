@@ -24,7 +24,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 
 from protos.supervisor.v1 import agents_pb2, events_pb2
 
@@ -132,6 +131,8 @@ class JsonlTranslator:
 
     # --- helpers -----------------------------------------------------------------------------------
     def _verbose(self, event: events_pb2.Event, kind: str) -> Json:
+        from google.protobuf.json_format import MessageToDict  # --all-events only (cold start)
+
         body = MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind else {}
         return {"type": f"event.{kind}", "seq": event.seq, "agent_path": event.agent_path,
                 "session_id": event.session_id, **body}

@@ -5,17 +5,22 @@ carriers: gRPC metadata and ``Envelope.trace`` / ``Event.traceparent`` strings. 
 strings into spans and back. It uses only the OpenTelemetry *API*; which SDK (if any) records spans is the
 composition root's choice (``supervisor.py`` or a test installs a ``TracerProvider``).
 
+OpenTelemetry is imported on first use (~30-100 ms): a root span with no parent while ``opentelemetry.trace`` was
+never imported is skipped, since no tracer provider can have been installed, so every span would be a no-op.
+
 Rule for subagents (as in Codex): a child session's spans are children of the span that spawned it; when the
 parent has no trace, the child gets none (no orphan traces that look like independent roots).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+if TYPE_CHECKING:
+    from opentelemetry import context as otel_context
 
 __all__ = ["TRACER_NAME", "carrier", "current_traceparent", "span", "trace_id_of"]
 
@@ -34,6 +39,8 @@ def carrier(traceparent: str, tracestate: str = "") -> dict[str, str]:
 
 def current_traceparent() -> tuple[str, str]:
     """(traceparent, tracestate) of the current span, or empty strings when untraced."""
+    from opentelemetry import propagate
+
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return headers.get("traceparent", ""), headers.get("tracestate", "")
@@ -47,6 +54,8 @@ def trace_id_of(traceparent: str) -> str:
 
 def extract_context(traceparent: str, tracestate: str = "") -> otel_context.Context:
     """An OpenTelemetry context whose parent span is the given traceparent."""
+    from opentelemetry import propagate
+
     return propagate.extract(carrier(traceparent, tracestate))
 
 
@@ -64,9 +73,12 @@ def span(
     With no parent: a new root trace when ``new_root_if_untraced`` (a root session), otherwise no span at all
     (a subagent of an untraced parent).
     """
-    if not parent_traceparent and not new_root_if_untraced:
+    if not parent_traceparent and (not new_root_if_untraced or "opentelemetry.trace" not in sys.modules):
         yield ""
         return
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+
     ctx = propagate.extract(carrier(parent_traceparent, parent_tracestate)) if parent_traceparent else None
     if ctx is None:
         ctx = otel_context.Context()  # a fresh root, whatever the calling thread had

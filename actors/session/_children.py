@@ -17,7 +17,6 @@ from typing import Any
 
 import pykka
 from google.protobuf.message import Message
-from opentelemetry import trace
 
 import actors.session._specs as kids
 from actors.agents import AgentRegistry, AgentsConfig, AgentTools
@@ -194,6 +193,8 @@ class SessionChildrenMixin(Supervisor):
     def _record_child_span(self, child_id: str, duration_ms: int) -> None:
         if not self.setup.start_traceparent:
             return
+        from opentelemetry import trace  # traced starts only (cold start)
+
         end = time.time_ns()
         ctx = extract_context(self.setup.start_traceparent)
         span = trace.get_tracer(TRACER_NAME).start_span(
