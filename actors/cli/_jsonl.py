@@ -24,7 +24,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-
 from protos.supervisor.v1 import agents_pb2, events_pb2
 
 __all__ = ["JsonlTranslator"]
