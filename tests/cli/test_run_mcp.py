@@ -93,7 +93,7 @@ def test_the_server_is_spawned_before_the_runtime_import_and_used_once(tmp_path:
 
 
 def test_a_failed_start_kills_the_early_server(tmp_path: Path) -> None:
-    home, pids, env, server = _setup(tmp_path)
+    home, _, env, server = _setup(tmp_path)
     done = cli(home, "run", *server, "-c", 'model_provider="openai"', "-c", 'model_providers.openai.env_key="NOPE_KEY"',
                "hello", env={**env, "NOPE_KEY": ""})
     assert done.returncode == 2, done.stderr
