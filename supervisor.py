@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a session in this process and print its events")
     run.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the task to run")
+    run.add_argument("--attach", action="store_true",
+                     help="run it in this home's running `serve` when one is up (config: [run] attach = true)")
     session_options(run)
 
     serve = sub.add_parser("serve", help="serve the gRPC API")
@@ -131,21 +133,45 @@ def _release_watchdog() -> None:
         watchdog.close()
 
 
-def _prespawn_mcp(*, home: Path, cwd: str, profile: str | None, overrides: list[str],
-                  codex_home: Path | None = None, defaults: dict[str, Any] | None = None) -> None:
+def _early_config(*, home: Path, cwd: str, profile: str | None, overrides: list[str],
+                  codex_home: Path | None = None, defaults: dict[str, Any] | None = None) -> Any:
+    """The configuration as the session will load it, read before the runtime is imported (None when it has
+    an error: the session's own start then reports it)."""
+    from actors.config import load_config
+
+    try:
+        return load_config(cwd=cwd, home=home, profile=profile, overrides=overrides, codex_home=codex_home,
+                           defaults=defaults)
+    except Exception:
+        logging.getLogger(__name__).debug("configuration not read early", exc_info=True)
+        return None
+
+
+def _prespawn_mcp(loaded: Any) -> None:
     """Spawn the configured eager stdio MCP servers now, before the runtime is imported: their own start-up
     (often the slowest part of a session's) then overlaps ours. The session's connections take them over;
     any error here is left for the session's start to report."""
-    from actors.config import load_config
+    tables = loaded.table("mcp_servers") if loaded is not None else {}
+    if not tables:
+        return
     from actors.mcp import parse_mcp_servers, prespawn
 
     try:
-        tables = load_config(cwd=cwd, home=home, profile=profile, overrides=overrides, codex_home=codex_home,
-                             defaults=defaults).table("mcp_servers")
-        if tables:
-            prespawn(parse_mcp_servers(tables))
+        prespawn(parse_mcp_servers(tables))
     except Exception:  # the same configuration fails the session's start, with the error shown there
         logging.getLogger(__name__).debug("MCP servers not spawned early", exc_info=True)
+
+
+def _attached_runtime(args: argparse.Namespace, loaded: Any) -> Any:
+    """With ``--attach`` or ``[run] attach = true``: a runtime served by this home's running `serve`, or None
+    when none is up (the session then runs in this process)."""
+    wanted = getattr(args, "attach", False) or (loaded is not None and loaded.table("run").get("attach") is True)
+    if not wanted:
+        return None
+    from actors.cli import AttachedRuntime, serve_channel
+
+    channel = serve_channel(_home(args))
+    return AttachedRuntime(channel) if channel is not None else None
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -179,7 +205,11 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
-    _prespawn_mcp(home=_home(args), cwd=args.cwd or os.getcwd(), profile=args.profile, overrides=args.config)
+    loaded = _early_config(home=_home(args), cwd=args.cwd or os.getcwd(), profile=args.profile,
+                           overrides=args.config)
+    runtime = _attached_runtime(args, loaded)
+    if runtime is None:
+        _prespawn_mcp(loaded)
     console = view = None
     if not args.json:
         from rich.console import Console
@@ -190,7 +220,8 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         view = ProgressView(console)
     if args.trace:
         _install_tracer()
-    runtime = _runtime(args)
+    if runtime is None:
+        runtime = _runtime(args)
     translator = JsonlTranslator(verbose=args.all_events)
     exit_code = 0
     try:
@@ -256,8 +287,9 @@ def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any], early: Any 
 
     codex = codex_home() if read_codex_config else None
     if early is not None:
-        _prespawn_mcp(home=_home(argparse.Namespace(home=None)), cwd=early.cwd, profile=early.profile,
-                      overrides=early.overrides, codex_home=codex, defaults=defaults)
+        _prespawn_mcp(_early_config(home=_home(argparse.Namespace(home=None)), cwd=early.cwd,
+                                    profile=early.profile, overrides=early.overrides, codex_home=codex,
+                                    defaults=defaults))
     from actors.runtime import RuntimeOptions, SessionRuntime
 
     _guard_processes(_home(argparse.Namespace(home=None)))

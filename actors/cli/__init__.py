@@ -10,12 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from actors.cli._attach import AttachedRuntime, serve_channel
     from actors.cli._exec import exec_main
     from actors.cli._jsonl import JsonlTranslator
     from actors.cli._progress import ProgressView
     from actors.cli._render import render_event
 
 _WHERE = {
+    "AttachedRuntime": "actors.cli._attach",
+    "serve_channel": "actors.cli._attach",
     "exec_main": "actors.cli._exec",
     "JsonlTranslator": "actors.cli._jsonl",
     "ProgressView": "actors.cli._progress",
@@ -23,10 +26,12 @@ _WHERE = {
 }
 
 __all__ = [
+    "AttachedRuntime",
     "JsonlTranslator",
     "ProgressView",
     "exec_main",
     "render_event",
+    "serve_channel",
 ]
 
 
