@@ -311,20 +311,24 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
         """Tell children about a new configuration: the shell's cwd (the next command runs there)."""
         self.set_shell_cwd(configuration.cwd)
 
-    def info(self) -> session_pb2.SessionInfo:
-        """What GetSession reports for this live session."""
-        info = session_pb2.SessionInfo(
-            session_id=self.session_id, status=session_pb2.SESSION_STATUS_RUNNING,
-            configuration=self.configuration, forked_from_id=self.setup.forked_from,
-            window_generation=self.setup.window_generation, task_running=self._running is not None,
-            queued_tasks=len(self._queue), last_seq=max(self._log.last_seq(self.session_id), 0),
-        )
+    def info(self, into: session_pb2.SessionInfo | None = None) -> session_pb2.SessionInfo:
+        """What GetSession reports for this live session (written into ``into`` when given: no copy)."""
+        info = into if into is not None else session_pb2.SessionInfo()
+        info.session_id = self.session_id
+        info.status = session_pb2.SESSION_STATUS_RUNNING
+        info.configuration.CopyFrom(self.configuration)
+        info.forked_from_id = self.setup.forked_from
+        info.window_generation = self.setup.window_generation
+        info.task_running = self._running is not None
+        info.queued_tasks = len(self._queue)
+        info.last_seq = max(self._log.last_seq(self.session_id), 0)
         info.created.FromNanoseconds(self._created_ns)
         return info
 
     def _on_get_session(self, env: envelope_pb2.Envelope) -> envelope_pb2.Envelope:
-        return envelope_pb2.Envelope(correlation_id=env.correlation_id,
-                                     get_session_reply=session_pb2.GetSessionResponse(session=self.info()))
+        reply = envelope_pb2.Envelope(correlation_id=env.correlation_id)
+        self.info(into=reply.get_session_reply.session)
+        return reply
 
     # --- tasks ----------------------------------------------------------------------------------------
     def _start_task(self, task: _Task) -> None:
