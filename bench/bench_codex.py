@@ -248,7 +248,12 @@ class Bench:
         (self.home / "config.toml").write_text(
             f'model_provider = "openai"\nmodel = "{MODEL}"\napproval_policy = "never"\n'
             f'[model_providers.openai]\nbase_url = "{server.base_url}"\nmax_retries = 0\n')
-        self.env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "X": "sk-bench", "NO_COLOR": "1"}
+        # a private empty HOME for every side: the login shells both run must not source this machine's dotfiles
+        # (here ~/.profile runs `pyenv rehash`, which waits up to 60 s for a lock other shells hold)
+        user_home = tmp / "home"
+        user_home.mkdir()
+        self.env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "X": "sk-bench", "NO_COLOR": "1",
+                    "HOME": str(user_home)}
         self.env.pop("OPENAI_BASE_URL", None)
         self._runs = 0
         self.serve: subprocess.Popen[str] | None = None

@@ -13,7 +13,8 @@ Contract:
   (``tools``/``next_cursor``; ``content``/``structured_content``/``is_error``, content blocks with ``type``,
   ``text``, ``mime_type``, ``data``, ``resource``, ``uri``), so ``fetch_tools`` and ``to_call_result`` read
   either. A JSON-RPC error answer raises ``McpRpcError`` (its text is the server's message); a connection
-  that ends while a request waits raises ``McpConnectionClosed``.
+  that ends while a request waits, or whose input is closed, raises ``McpConnectionClosed`` (and the
+  transport is told its output ended, which is how a dead server is noticed).
 - Lines that are not JSON are logged and skipped; answers to unknown ids are ignored.
 """
 
@@ -189,7 +190,11 @@ class LeanClient:
     async def _send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         async with self._write_lock:
-            await self._streams.send_all(data)
+            try:
+                await self._streams.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._streams.output_ended()  # its stdin is gone: the server exited (or is exiting)
+                raise McpConnectionClosed(f"the server's input is closed: {exc!r}") from exc
 
     async def _read(self) -> None:
         buffer = b""
@@ -254,5 +259,5 @@ class LeanClient:
             reply["error"] = {"code": METHOD_NOT_FOUND, "message": f"method not found: {method}"}
         try:
             await self._send(reply)
-        except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+        except McpConnectionClosed:
             pass
