@@ -169,9 +169,6 @@ async def test_twenty_kills_during_a_stream_of_calls() -> None:
                     await trio.sleep(0.01)
                 answer = await manager.call_tool("mcp__victim__pid")
                 assert int(answer.text) not in killed  # the restarted server answers again
-                after_kills = len(outcomes)
-                while not any(kind == "ok" for kind, _ in outcomes[after_kills:]):  # and the stream is served
-                    await trio.sleep(0.01)
             done.set()
     assert len(killed) == KILLS
     assert outcomes and all(duration < KILL_TOOL_TIMEOUT_S + 1 for _, duration in outcomes)
