@@ -43,7 +43,7 @@ import trio
 
 from actors.core._trio_host import collapse_cancelled
 from actors.core._watchdog import forget_group, owner_environment, watch_group
-from actors.errors import ProcessStartError
+from actors.errors import InvalidRequest, ProcessStartError
 
 __all__ = [
     "MAX_OUTPUT_BYTES",
@@ -220,6 +220,8 @@ class GroupProcess:
         except (OSError, subprocess.SubprocessError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ProcessStartError(f"could not start {argv[0]!r} in {str(cwd)!r}: {reason}") from exc
+        except ValueError as exc:  # a NUL byte in the command line, the environment or the cwd: the caller's
+            raise InvalidRequest(f"could not start {argv[0]!r}: {exc} (in the command, env or cwd)") from exc
         # No checkpoint between the spawn and the object that owns the cleanup.
         streams = _Streams(popen)
         try:
