@@ -346,6 +346,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)")
         tls = TlsConfig.load(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
         check_listen(args.listen, tls=tls is not None)
+        if _running_server(_home(args)):  # before the runtime: a second one must not touch the first's state
+            raise ConfigError(f"a server already runs on {_home(args)} (run/serve.json names its pid): stop it first")
         token = args.token_file.read_text().strip() if args.token_file else None
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ import gc
 import ipaddress
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -537,7 +538,16 @@ def check_listen(listen: str | None, tls: bool) -> None:
 
 def _unix_socket(runtime: SessionRuntime) -> tuple[str, Path]:
     path = socket_path(runtime.options.home)
-    path.unlink(missing_ok=True)  # a socket left by a server that was killed
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # a socket left by a server that was killed
+        else:
+            raise ConfigError(f"a server already listens on {path} (this home's): stop it first")
+        finally:
+            probe.close()
     return f"unix:{path}", path
 
 

@@ -255,3 +255,14 @@ def test_the_sessions_cli_goes_through_the_running_server_with_its_token(tmp_pat
         assert server.stop() == 0
     offline = cli("list")  # no server: straight from the log
     assert offline.returncode == 0 and offline.stdout.startswith(f"{sid}  stopped "), offline
+
+
+def test_a_second_server_on_the_same_home_refuses_to_take_the_socket(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    with ServeProcess(home, args=()) as first:
+        second = subprocess.run([sys.executable, str(ROOT / "supervisor.py"), "--home", str(home), "serve"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 2 and "already runs" in second.stderr, second
+        with first.channel() as channel:  # the first still serves, its serve.json untouched
+            first.stub(channel).ListSessions(session_pb2.ListSessionsRequest(), timeout=CALL_TIMEOUT_S)
+        assert read_serve_info(home).token == first.token

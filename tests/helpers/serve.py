@@ -109,3 +109,5 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait(START_BOUND_S)
         self._close()
+        if self.address.startswith("unix:"):  # a killed server cannot remove its socket (a stopped one did)
+            Path(self.address.removeprefix("unix:")).unlink(missing_ok=True)
