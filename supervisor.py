@@ -219,7 +219,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
-    loaded = _early_config(home=_home(args), cwd=args.cwd or os.getcwd(), profile=args.profile,
+    loaded = _early_config(home=_home(args), cwd=os.path.abspath(args.cwd or os.getcwd()), profile=args.profile,
                            overrides=args.config)
     runtime = _attached_runtime(args, loaded)
     if runtime is None:
@@ -243,7 +243,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         modes = {"resume": session_pb2.START_MODE_RESUME, "fork": session_pb2.START_MODE_FORK}
         request = session_pb2.StartSessionRequest(
             mode=modes.get(mode, session_pb2.START_MODE_NEW),
-            session_id=session_id, cwd=args.cwd or os.getcwd(), profile=args.profile or "",
+            session_id=session_id, cwd=os.path.abspath(args.cwd or os.getcwd()), profile=args.profile or "",
             config_overrides=args.config, client_name="supervisor.py",
             fork_after_turn=max(0, getattr(args, "after_turn", 0)),
         )

@@ -153,6 +153,8 @@ class SessionRuntime:
 
     def _setup_for(self, request: session_pb2.StartSessionRequest, mode: int) -> SessionSetup:
         cwd = request.cwd or os.getcwd()
+        if not os.path.isabs(cwd):  # relative to what? the server's own cwd is no answer a client can rely on
+            raise ConfigError(f"cwd: {cwd!r} is not an absolute path")
         if not os.path.isdir(cwd):
             raise ConfigError(f"cwd: {cwd!r} is not a directory")
         loaded = load_config(cwd=cwd, home=self.options.home, managed_dir=self.options.managed_dir,

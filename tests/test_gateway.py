@@ -133,6 +133,12 @@ def test_error_statuses(stack: tuple[session_pb2_grpc.SessionServiceStub, grpc.C
             cwd="")), timeout=WAIT_S)
     assert code_of(bad_cwd.value) == grpc.StatusCode.INVALID_ARGUMENT
 
+    for relative in ("a", "../../etc"):  # was accepted, resolved against the server's own cwd
+        with pytest.raises(grpc.RpcError) as relative_cwd:
+            stub.StartSession(session_pb2.StartSessionRequest(cwd=relative), timeout=WAIT_S)
+        assert code_of(relative_cwd.value) == grpc.StatusCode.INVALID_ARGUMENT
+        assert "absolute" in relative_cwd.value.details()  # type: ignore[attr-defined]
+
     with pytest.raises(grpc.RpcError) as exec_cwd:  # was INTERNAL: a client's mistake, not the server's
         stub.Exec(shell_pb2.ExecRequest(session_id=sid, command="pwd", cwd=str(tmp / "missing")), timeout=WAIT_S)
     assert code_of(exec_cwd.value) == grpc.StatusCode.INVALID_ARGUMENT

@@ -2,6 +2,8 @@
 
 Flags (each a real behaviour, not a mock):
   --start-delay S   sleep S seconds before serving (a slow start)
+  --barrier DIR:N   before serving, wait (at most 60 s, else exit 4) until N servers wait in DIR (a start-up
+                    that only completes when N servers start at the same time)
   --hang            never serve: sleep forever before reading stdin (a hung initialisation)
   --exit-on-start   write to stderr and exit with code 3 before serving
   --describe TEXT   description of the `echo` tool (so two runs can offer different tool lists)
@@ -19,6 +21,9 @@ import time
 from pathlib import Path
 
 HANG_SLICE_S = 3600
+#: Bound and poll interval of --barrier.
+BARRIER_BOUND_S = 60.0
+BARRIER_POLL_S = 0.01
 
 
 def main() -> None:
@@ -30,7 +35,10 @@ def main() -> None:
     parser.add_argument("--describe", default="Echo the text back.")
     parser.add_argument("--fail-restarts", type=int, default=0)
     parser.add_argument("--counter", default="")
+    parser.add_argument("--barrier", default="")
     args = parser.parse_args()
+    if args.barrier:
+        _barrier(*args.barrier.rsplit(":", 1))
     if args.counter:
         path = Path(args.counter)
         starts = int(path.read_text() or 0) if path.exists() else 0
@@ -48,6 +56,16 @@ def main() -> None:
     if args.start_delay:
         time.sleep(args.start_delay)
     build(args.describe).run()
+
+
+def _barrier(directory: str, count: str) -> None:
+    Path(directory, str(os.getpid())).touch()
+    deadline = time.monotonic() + BARRIER_BOUND_S
+    while len(os.listdir(directory)) < int(count):
+        if time.monotonic() > deadline:
+            print(f"toolbox: barrier {directory} never reached {count}", file=sys.stderr, flush=True)
+            sys.exit(4)
+        time.sleep(BARRIER_POLL_S)
 
 
 def build(echo_description: str):  # type: ignore[no-untyped-def]
