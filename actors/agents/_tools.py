@@ -238,7 +238,8 @@ class AgentTools:
                 finished, _ = await self._registry.wait(known, timeout_s)
                 final = {i.agent_id: codex_status(i) for i in finished}
             status = {t: ("not_found" if s is None else s) for t, s in final.items()}
-            return {"status": status, "timed_out": not status}, targets
+            # Codex's completed wait item names only the agents it reports on (those final by then)
+            return {"status": status, "timed_out": not status}, list(status)
 
         return await self._collab(ctx, call_id, "wait", targets, "", run=run)
 

@@ -31,12 +31,12 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from actors.cli._jsonl import JsonlTranslator
+from actors.cli._jsonl import USAGE_FIELDS, JsonlTranslator
 from actors.cli._render import render_event
 from actors.errors import SupervisorError
 from protos.supervisor.v1 import config_pb2, envelope_pb2, session_pb2
@@ -221,6 +221,15 @@ class _Output:
         self.translator = JsonlTranslator(codex=True)
         self.last_message = ""
 
+    def resumed(self, earlier: Iterable[Any]) -> None:
+        """Count the usage of a resumed thread's earlier turns (``earlier``: its logged events) in ours."""
+        total: dict[str, int] = {}
+        for event in earlier:
+            if event.WhichOneof("msg") == "turn_completed" and (not event.agent_path or event.agent_path == "/root"):
+                for name in USAGE_FIELDS:
+                    total[name] = total.get(name, 0) + int(getattr(event.turn_completed.usage, name, 0))
+        self.translator = JsonlTranslator(codex=True, usage_before=total)
+
     def event(self, event: Any) -> None:
         for obj in self.translator.translate(event):
             item = obj.get("item", {})
@@ -277,6 +286,8 @@ def _run(runtime: Any, ns: argparse.Namespace, *, session_id: str, prompt: str, 
     sid = started.session_id
     exit_code = EXIT_FAILED
     try:
+        if mode == session_pb2.START_MODE_RESUME:
+            out.resumed(e for e in runtime.log_of(sid).follow(sid, 0, live=False) if e.seq < started.configured_seq)
         if ns.strict_config and any(e.WhichOneof("msg") == "warning" for e in
                                     runtime.log_of(sid).follow(sid, started.configured_seq, live=False)):
             print("Error: --strict-config: the configuration has keys this runtime does not know "

@@ -5,7 +5,9 @@ Shape (Codex 0.169, recorded in ``tests/fixtures/codex_0169/``): ``thread.starte
 ``turn.failed``. Items: ``agent_message``, ``reasoning``, ``command_execution``, ``file_change``,
 ``mcp_tool_call``, ``collab_tool_call`` (one per spawn, send, wait, close, resume), ``todo_list`` (started at
 the first plan of a turn, updated by the next ones, completed when the turn ends) and ``error`` (a warning).
-Item ids are ``item_N``, numbered per translator (one process), as Codex numbers them.
+Item ids are ``item_N``, numbered per translator (one process), as Codex numbers them. ``turn.completed.usage``
+has Codex's five fields; with ``codex=True`` it is the thread's total so far (Codex's ``total_token_usage``:
+every turn of the thread, those before a resume too, given as ``usage_before``), else the turn's own.
 
 Tool items come from the tools' own events (``PatchApplyBegin``/``End``, ``PlanUpdated``,
 ``CollabToolCallBegin``/``End``, ``McpToolCallBegin``/``End``), recognised by message type so this module
@@ -21,6 +23,7 @@ counterpart as ``{"type": "event.<kind>", ...}``.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -54,18 +57,23 @@ def _parse_json(text: str) -> Any:
         return None
 
 
+USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_input_tokens", "output_tokens",
+                "reasoning_output_tokens")
+
+
 def _usage(usage: Any) -> Json:
-    return {"input_tokens": usage.input_tokens, "cached_input_tokens": getattr(usage, "cached_input_tokens", 0),
-            "cache_write_input_tokens": 0, "output_tokens": usage.output_tokens,
-            "reasoning_output_tokens": getattr(usage, "reasoning_output_tokens", 0)}
+    return {name: int(getattr(usage, name, 0)) for name in USAGE_FIELDS}
 
 
 class JsonlTranslator:
     """Stateful translation of one session's events (item ids are numbered per translator)."""
 
-    def __init__(self, *, verbose: bool = False, codex: bool = False) -> None:
+    def __init__(self, *, verbose: bool = False, codex: bool = False, usage_before: Json | None = None) -> None:
         self.verbose = verbose
         self.codex = codex
+        #: Codex reports the thread's usage so far at each turn's end (a resumed thread's earlier turns included):
+        #: ``usage_before`` is that of the turns before this translator's.
+        self._thread_usage = {name: int((usage_before or {}).get(name, 0)) for name in USAGE_FIELDS}
         self.thread_id = ""
         self._item = 0
         self._open: dict[str, Json] = {}  # call_id -> the item started for it
@@ -111,7 +119,10 @@ class JsonlTranslator:
                 item["agent_path"] = event.agent_path
             return [{"type": "item.completed", "item": item}]
         if kind == "turn_completed":
-            return [*self._close_plan(), {"type": "turn.completed", "usage": _usage(event.turn_completed.usage)}]
+            usage = _usage(event.turn_completed.usage)
+            if self.codex:
+                self._thread_usage = usage = {k: self._thread_usage[k] + usage[k] for k in USAGE_FIELDS}
+            return [*self._close_plan(), {"type": "turn.completed", "usage": usage}]
         if kind == "turn_aborted":
             message = event.turn_aborted.reason
             return [*self._close_plan(), {"type": "error", "message": message},
@@ -151,7 +162,9 @@ class JsonlTranslator:
 
     # --- commands ----------------------------------------------------------------------------------
     def _exec_begin(self, msg: Any) -> list[Json]:
-        return self._start(msg.call_id, {"type": "command_execution", "command": msg.command,
+        # Codex shows the command as it ran: `/bin/bash -lc 'echo hi'`
+        command = shlex.join(msg.command_argv) if self.codex and msg.command_argv else msg.command
+        return self._start(msg.call_id, {"type": "command_execution", "command": command,
                                          "aggregated_output": "", "exit_code": None, "status": "in_progress"})
 
     def _exec_end(self, msg: Any) -> list[Json]:

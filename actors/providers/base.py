@@ -29,6 +29,7 @@ __all__ = [
     "ProviderError",
     "ProviderStatusError",
     "ProviderUnavailable",
+    "Reasoning",
     "Role",
     "StreamItem",
     "TextDelta",
@@ -163,11 +164,22 @@ class TokenUsage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    #: Of the input tokens, those served from the prompt cache (Responses ``input_tokens_details``).
+    cached_input_tokens: int = 0
+    #: Of the output tokens, those spent reasoning (Responses ``output_tokens_details``).
+    reasoning_output_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class TextDelta:
     """A piece of the model's answer text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """A complete reasoning summary the model produced (one per reasoning item); consumers may ignore it."""
 
     text: str
 
@@ -187,7 +199,7 @@ class Completed:
     finish_reason: str
 
 
-StreamItem = TextDelta | ToolCallItem | Completed
+StreamItem = TextDelta | Reasoning | ToolCallItem | Completed
 
 
 @runtime_checkable
@@ -228,7 +240,7 @@ async def collect_response(provider: ModelProvider, request: ModelRequest) -> Mo
                 parts.append(item.text)
             elif isinstance(item, ToolCallItem):
                 calls.append(item.call)
-            else:
+            elif isinstance(item, Completed):
                 return ModelResponse("".join(parts), calls, item)
     raise ProviderError("provider stream ended without a Completed item")
 

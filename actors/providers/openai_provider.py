@@ -42,6 +42,7 @@ from actors.providers.base import (
     ProviderError,
     ProviderStatusError,
     ProviderUnavailable,
+    Reasoning,
     StreamItem,
     TextDelta,
     TokenUsage,
@@ -455,6 +456,11 @@ async def _parse_responses_stream(events: AsyncIterator[dict[str, Any]]) -> Asyn
             yield ToolCallItem(ToolCall(item.get("call_id", ""), item.get("name", ""),
                                         {"input": item.get("input") or ""}, kind="custom",
                                         namespace=item.get("namespace") or ""))
+        elif kind == "response.output_item.done" and (event.get("item") or {}).get("type") == "reasoning":
+            summary = [part.get("text") or "" for part in event["item"].get("summary") or []
+                       if isinstance(part, dict)]
+            if any(summary):
+                yield Reasoning("\n\n".join(text for text in summary if text))
         elif kind in ("response.completed", "response.incomplete"):
             response = event.get("response") or {}
             if kind == "response.completed":
@@ -472,11 +478,18 @@ async def _parse_responses_stream(events: AsyncIterator[dict[str, Any]]) -> Asyn
     raise ProviderError("model stream ended before response.completed")
 
 
+def _detail(usage: dict[str, Any], table: str, key: str) -> int:
+    details = usage.get(table)
+    return int(details.get(key) or 0) if isinstance(details, dict) else 0
+
+
 def _responses_usage(usage: dict[str, Any] | None) -> TokenUsage:
     if not usage:
         return TokenUsage()
     return TokenUsage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0),
-                      int(usage.get("total_tokens") or 0))
+                      int(usage.get("total_tokens") or 0),
+                      _detail(usage, "input_tokens_details", "cached_tokens"),
+                      _detail(usage, "output_tokens_details", "reasoning_tokens"))
 
 
 async def _parse_chat_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[StreamItem, None]:
@@ -487,7 +500,9 @@ async def _parse_chat_stream(events: AsyncIterator[dict[str, Any]]) -> AsyncGene
         if chunk.get("usage"):
             u = chunk["usage"]
             usage = TokenUsage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0),
-                               int(u.get("total_tokens") or 0))
+                               int(u.get("total_tokens") or 0),
+                               _detail(u, "prompt_tokens_details", "cached_tokens"),
+                               _detail(u, "completion_tokens_details", "reasoning_tokens"))
         if chunk.get("error"):
             error = chunk["error"]
             raise ProviderError(f"model stream error: {error.get('message') if isinstance(error, dict) else error}")

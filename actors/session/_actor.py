@@ -358,6 +358,8 @@ class SessionSupervisor(SessionAgentsMixin, SessionChildrenMixin):
                 note.usage.input_tokens = result.input_tokens
                 note.usage.output_tokens = result.output_tokens
                 note.usage.total_tokens = result.input_tokens + result.output_tokens
+                note.usage.cached_input_tokens = result.cached_input_tokens
+                note.usage.reasoning_output_tokens = result.reasoning_output_tokens
             elif isinstance(exc, TaskCancelled):
                 note.outcome = task.abort_reason or "interrupted"
             elif isinstance(exc, TurnAbortRequested):

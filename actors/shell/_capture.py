@@ -66,8 +66,17 @@ NONCE_BYTES = 16
 
 
 def default_shell(env: Mapping[str, str], override: str | None = None) -> str:
-    """The shell to use: ``override``, else ``$SHELL`` from ``env``, else /bin/sh."""
-    return override or env.get("SHELL") or FALLBACK_SHELL
+    """The shell to use: ``override``, else ``$SHELL`` from ``env``, else the user's login shell (as Codex
+    finds it, in the password database), else /bin/sh."""
+    return override or env.get("SHELL") or _login_shell() or FALLBACK_SHELL
+
+
+def _login_shell() -> str:
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except (KeyError, OSError):
+        return ""
+    return shell if shell and os.path.isabs(shell) and os.access(shell, os.X_OK) else ""
 
 
 def user_home(env: Mapping[str, str]) -> Path:

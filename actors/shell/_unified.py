@@ -347,8 +347,9 @@ class UnifiedExec:
             argv = self._runner.argv_for(cmd, self._extra_env)
             env = self._runner.environment(self._extra_env)
         process_id = self._new_id()
+        flag = "-c" if shell and not login else "-lc"
         self._emit(shell_pb2.ExecBegin(call_id=call_id, command=cmd, cwd=str(cwd), process_id=str(process_id),
-                                       command_argv=[shell or self._runner.shell, "-lc", cmd]))
+                                       command_argv=[shell or self._runner.shell, flag, cmd]))
         try:
             if self._runner.sandbox is not None:  # the session's sandbox, as for every one-shot command
                 argv = self._runner.sandbox.wrap(argv, cwd, env)

@@ -380,6 +380,8 @@ def router_for(ctx: TaskContext, *, max_output_bytes: int = DEFAULT_MAX_TOOL_OUT
             router.register(spec, handler)
         for spec, handler in hidden:
             router.alias(spec.name, handler)
+        if codex:  # as in Codex, its multi-agent tools take no parallel calls
+            router.serialize(*(spec.name for spec in _codex_specs.AGENT_SPECS))
     for spec, handler in dynamic_tools(ctx.configuration, services.get("dynamic_tools")):
         router.register(spec, handler)
     return router

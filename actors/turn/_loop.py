@@ -53,6 +53,7 @@ from actors.providers import (
     ModelProvider,
     ModelRequest,
     ProviderError,
+    Reasoning,
     TextDelta,
     ToolCall,
     ToolCallItem,
@@ -193,6 +194,8 @@ class _Turn:
         self.hooks = ctx.services.get("hooks")
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cached_input_tokens = 0
+        self.reasoning_output_tokens = 0
         #: Set when a tool hook answered ``continue: false``: the turn ends after the current round trip.
         self.halt_reason: str | None = None
 
@@ -278,7 +281,9 @@ class _Turn:
         self.ctx.emit(history_item(message))
 
     def _result(self, text: str) -> TaskResult:
-        return TaskResult(last_agent_message=text, input_tokens=self.input_tokens, output_tokens=self.output_tokens)
+        return TaskResult(last_agent_message=text, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                          cached_input_tokens=self.cached_input_tokens,
+                          reasoning_output_tokens=self.reasoning_output_tokens)
 
     def _request(self, router: ToolRouter | None) -> ModelRequest:
         configuration = self.ctx.configuration
@@ -311,12 +316,15 @@ class _Turn:
                             if isinstance(item, TextDelta):
                                 parts.append(item.text)
                                 self.ctx.emit(events_pb2.AgentMessage(text=item.text, delta=True))
+                            elif isinstance(item, Reasoning):
+                                self.ctx.emit(events_pb2.AgentReasoning(text=item.text))
                             elif isinstance(item, ToolCallItem):
                                 calls.append(item.call)
                                 self.ctx.emit(turn_pb2.ToolCallBegin(
                                     call_id=item.call.call_id, name=item.call.name,
                                     arguments_json=json.dumps(item.call.arguments, ensure_ascii=False),
                                 ))
+                                router.reserve(item.call)
                                 nursery.start_soon(self._run_call, router, item.call, outputs, contexts)
                             else:
                                 completed = item
@@ -351,10 +359,13 @@ class _Turn:
         usage = completed.usage
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
+        self.cached_input_tokens += usage.cached_input_tokens
+        self.reasoning_output_tokens += usage.reasoning_output_tokens
         total = usage.total_tokens or usage.input_tokens + usage.output_tokens
         self.ctx.state[CONTEXT_TOKENS_KEY] = total
         self.ctx.emit(turn_pb2.TokenCount(
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=total,
+            cached_input_tokens=usage.cached_input_tokens, reasoning_output_tokens=usage.reasoning_output_tokens,
         ))
 
     async def _run_call(

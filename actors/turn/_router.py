@@ -12,6 +12,11 @@ Contract:
   cancellation (``trio.Cancelled``, an interrupt) propagates, never swallowed.
 - Every output is bounded to ``max_output_bytes`` of UTF-8 (head and tail kept around a marker that says how
   much was cut), so one chatty tool cannot flood the model's context.
+- A call made in a namespace (Responses API) goes to ``NAMESPACE__NAME`` when that is routed (Codex 0.169
+  calls an MCP tool as ``echo`` in namespace ``mcp__toolbox``), else to its plain name.
+- Tools named in ``serialize(...)`` run one call at a time, in the order the calls arrived (``reserve``, called
+  by the turn loop as each call streams in; a call never reserved queues when it is dispatched), as Codex runs
+  the tools that do not support parallel calls (the multi-agent ones): their items never interleave.
 - Handlers live in ``_builtin``; this module imports neither them nor any wing (no ``mcp``, no ``openai``).
 """
 
@@ -20,9 +25,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from actors.errors import TurnAbortRequested
 from actors.providers import ToolCall, ToolSpec
@@ -45,6 +52,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_TOOL_OUTPUT_BYTES = 64 * 1024
 #: Most tool names listed in an "unknown tool" answer (the model needs a hint, not the whole catalogue).
 MAX_NAMES_IN_UNKNOWN_TOOL_ERROR = 50
+#: Between a namespace and a tool's name in its routed name (``mcp__SERVER`` + ``__`` + ``TOOL``).
+NAMESPACE_DELIMITER = "__"
 
 
 class ToolError(Exception):
@@ -73,6 +82,9 @@ class ToolRouter:
         self._fallbacks: list[tuple[str, ToolHandler]] = []
         self._resources: list[AbstractAsyncContextManager[Any]] = []
         self._stack: AsyncExitStack | None = None
+        self._serial: set[str] = set()
+        self._queue: list[str] = []  # call ids of the serial calls not finished yet, in arrival order
+        self._queue_moved = trio.Event()
 
     def add_resource(self, resource: AbstractAsyncContextManager[Any]) -> None:
         """Enter ``resource`` when the turn enters the router and leave it when the turn ends (e.g. the unified
@@ -128,8 +140,39 @@ class ToolRouter:
         """The names of the offered tools, in registration order."""
         return list(self._specs)
 
+    def serialize(self, *names: str) -> None:
+        """Run calls to ``names`` one at a time, in arrival order (tools that must not run in parallel)."""
+        self._serial.update(names)
+
+    def reserve(self, call: ToolCall) -> None:
+        """Note that ``call`` arrived (before it is dispatched), so a serial call keeps its place in line."""
+        if self._resolve(call).name in self._serial and call.call_id not in self._queue:
+            self._queue.append(call.call_id)
+
+    def _resolve(self, call: ToolCall) -> ToolCall:
+        if call.namespace:
+            qualified = f"{call.namespace}{NAMESPACE_DELIMITER}{call.name}"
+            if qualified in self._handlers or self._fallback(qualified) is not None:
+                return replace(call, name=qualified)
+        return call
+
     async def dispatch(self, call: ToolCall, ctx: TaskContext) -> ToolOutput:
         """Run one tool call; failures become error outputs, cancellation propagates."""
+        call = self._resolve(call)
+        if call.name not in self._serial:
+            return await self._dispatch(call, ctx)
+        if call.call_id not in self._queue:
+            self._queue.append(call.call_id)
+        try:
+            while self._queue[0] != call.call_id:
+                await self._queue_moved.wait()
+            return await self._dispatch(call, ctx)
+        finally:
+            self._queue.remove(call.call_id)
+            moved, self._queue_moved = self._queue_moved, trio.Event()
+            moved.set()
+
+    async def _dispatch(self, call: ToolCall, ctx: TaskContext) -> ToolOutput:
         handler = self._handlers.get(call.name)
         if handler is None:
             handler = self._fallback(call.name)

@@ -42,6 +42,8 @@ class TaskResult:
     last_agent_message: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_output_tokens: int = 0
 
 
 TaskRunner = Callable[[TaskContext], Awaitable[TaskResult]]

@@ -59,6 +59,7 @@ class Event(_message.Message):
     TASK_QUEUED_FIELD_NUMBER: _builtins.int
     COMPACTED_FIELD_NUMBER: _builtins.int
     HISTORY_ITEM_FIELD_NUMBER: _builtins.int
+    AGENT_REASONING_FIELD_NUMBER: _builtins.int
     NETWORK_PROXY_LISTENING_FIELD_NUMBER: _builtins.int
     NETWORK_REQUEST_BLOCKED_FIELD_NUMBER: _builtins.int
     NETWORK_APPROVAL_REQUESTED_FIELD_NUMBER: _builtins.int
@@ -136,6 +137,10 @@ class Event(_message.Message):
     def compacted(self) -> Global___ContextCompacted: ...
     @_builtins.property
     def history_item(self) -> Global___HistoryItem: ...
+    @_builtins.property
+    def agent_reasoning(self) -> Global___AgentReasoning:
+        """The model's reasoning summary (Codex's `reasoning` item); 30 leaves room for session events."""
+
     @_builtins.property
     def network_proxy_listening(self) -> _network_pb2.NetworkProxyListening:
         """Network proxy (network.proto): 100-119."""
@@ -239,6 +244,7 @@ class Event(_message.Message):
         task_queued: Global___TaskQueued | None = ...,
         compacted: Global___ContextCompacted | None = ...,
         history_item: Global___HistoryItem | None = ...,
+        agent_reasoning: Global___AgentReasoning | None = ...,
         network_proxy_listening: _network_pb2.NetworkProxyListening | None = ...,
         network_request_blocked: _network_pb2.NetworkRequestBlocked | None = ...,
         network_approval_requested: _network_pb2.NetworkApprovalRequested | None = ...,
@@ -271,11 +277,11 @@ class Event(_message.Message):
         mcp_tool_call_end: _tools_pb2.McpToolCallEnd | None = ...,
         terminal_interaction: _tools_pb2.TerminalInteraction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_reasoning", b"agent_reasoning", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "session_configured", b"session_configured", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_path", b"agent_path", "agent_reasoning", b"agent_reasoning", "agent_spawned", b"agent_spawned", "agent_status_changed", b"agent_status_changed", "child_restarted", b"child_restarted", "child_started", b"child_started", "child_stopped", b"child_stopped", "collab_tool_call_begin", b"collab_tool_call_begin", "collab_tool_call_end", b"collab_tool_call_end", "compacted", b"compacted", "deprecation_notice", b"deprecation_notice", "error", b"error", "exec_approval_requested", b"exec_approval_requested", "exec_approval_resolved", b"exec_approval_resolved", "exec_begin", b"exec_begin", "exec_end", b"exec_end", "exec_output_delta", b"exec_output_delta", "history_item", b"history_item", "hook_completed", b"hook_completed", "hook_started", b"hook_started", "mcp_elicitation_requested", b"mcp_elicitation_requested", "mcp_server_restarted", b"mcp_server_restarted", "mcp_startup_complete", b"mcp_startup_complete", "mcp_startup_update", b"mcp_startup_update", "mcp_tool_call_begin", b"mcp_tool_call_begin", "mcp_tool_call_end", b"mcp_tool_call_end", "mcp_tools_changed", b"mcp_tools_changed", "msg", b"msg", "network_approval_requested", b"network_approval_requested", "network_connection_audit", b"network_connection_audit", "network_proxy_listening", b"network_proxy_listening", "network_request_blocked", b"network_request_blocked", "patch_apply_begin", b"patch_apply_begin", "patch_apply_end", b"patch_apply_end", "plan_updated", b"plan_updated", "seq", b"seq", "session_configured", b"session_configured", "session_id", b"session_id", "session_stopped", b"session_stopped", "settings_updated", b"settings_updated", "shell_snapshot_failed", b"shell_snapshot_failed", "shell_snapshot_ready", b"shell_snapshot_ready", "task_id", b"task_id", "task_queued", b"task_queued", "terminal_interaction", b"terminal_interaction", "time", b"time", "token_count", b"token_count", "tool_call_begin", b"tool_call_begin", "tool_call_end", b"tool_call_end", "traceparent", b"traceparent", "turn_aborted", b"turn_aborted", "turn_completed", b"turn_completed", "turn_started", b"turn_started", "warning", b"warning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "history_item", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved", "patch_apply_begin", "patch_apply_end", "plan_updated", "collab_tool_call_begin", "collab_tool_call_end", "mcp_tool_call_begin", "mcp_tool_call_end", "terminal_interaction"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["session_configured", "warning", "deprecation_notice", "child_started", "child_restarted", "child_stopped", "turn_started", "turn_completed", "turn_aborted", "agent_message", "error", "settings_updated", "session_stopped", "task_queued", "compacted", "history_item", "agent_reasoning", "network_proxy_listening", "network_request_blocked", "network_approval_requested", "network_connection_audit", "shell_snapshot_ready", "shell_snapshot_failed", "exec_begin", "exec_output_delta", "exec_end", "mcp_startup_update", "mcp_startup_complete", "mcp_tools_changed", "mcp_elicitation_requested", "mcp_server_restarted", "hook_started", "hook_completed", "agent_spawned", "agent_status_changed", "tool_call_begin", "tool_call_end", "token_count", "exec_approval_requested", "exec_approval_resolved", "patch_apply_begin", "patch_apply_end", "plan_updated", "collab_tool_call_begin", "collab_tool_call_end", "mcp_tool_call_begin", "mcp_tool_call_end", "terminal_interaction"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -498,19 +504,27 @@ class TokenUsage(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     total_tokens: _builtins.int
+    cached_input_tokens: _builtins.int
+    """Of the input tokens, those the provider served from its prompt cache."""
+    reasoning_output_tokens: _builtins.int
+    """Of the output tokens, those spent on reasoning."""
     def __init__(
         self,
         *,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
+        cached_input_tokens: _builtins.int = ...,
+        reasoning_output_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_output_tokens", b"reasoning_output_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -598,6 +612,28 @@ class AgentMessage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
+
+@_typing.final
+class AgentReasoning(_message.Message):
+    """A reasoning summary the model streamed before its answer (complete: one event per reasoning item)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The summary text."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentReasoning: _TypeAlias = AgentReasoning  # noqa: Y015
 
 @_typing.final
 class SessionError(_message.Message):
