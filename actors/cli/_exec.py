@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from actors.cli._jsonl import USAGE_FIELDS, JsonlTranslator
 from actors.cli._render import render_event
+from actors.config import load_config
 from actors.errors import SupervisorError
 from protos.supervisor.v1 import config_pb2, envelope_pb2, session_pb2
 
@@ -175,10 +176,27 @@ def exec_overrides(ns: argparse.Namespace) -> list[str]:
         out.append(f"sandbox_mode={json.dumps(sandbox)}")
     if ns.ephemeral:
         out.append("ephemeral=true")
-    if ns.add_dir:
-        roots = [os.path.abspath(d) for d in ns.add_dir]
-        out.append(f"sandbox_workspace_write.writable_roots={json.dumps(roots)}")
     return out
+
+
+def add_dir_overrides(runtime: Any, ns: argparse.Namespace, cwd: str, overrides: list[str],
+                      stderr: IO[str]) -> list[str]:
+    """``overrides`` plus ``--add-dir``: the directories appended to the configured
+    ``sandbox_workspace_write.writable_roots`` (Codex adds them; it does not replace the list)."""
+    if not ns.add_dir:
+        return overrides
+    options = runtime.options
+    loaded = load_config(cwd=cwd, home=options.home, managed_dir=options.managed_dir, profile=ns.profile or None,
+                         overrides=overrides, codex_home=options.codex_home, defaults=options.config_defaults)
+    table = loaded.values.get("sandbox_workspace_write")
+    configured = table.get("writable_roots", []) if isinstance(table, dict) else []
+    if not isinstance(configured, list):
+        configured = []  # the session's own check names the bad value
+    if loaded.values.get("sandbox_mode") != "workspace-write":
+        print(f"warning: --add-dir has no effect with sandbox_mode {loaded.values.get('sandbox_mode')!r} "
+              "(only workspace-write has writable roots)", file=stderr)
+    roots = [*configured, *(os.path.abspath(d) for d in ns.add_dir)]
+    return [*overrides, f"sandbox_workspace_write.writable_roots={json.dumps(roots)}"]
 
 
 def in_git_repo(cwd: Path) -> bool:
@@ -186,20 +204,21 @@ def in_git_repo(cwd: Path) -> bool:
     return any((d / ".git").exists() for d in (cwd, *cwd.parents))
 
 
-def _check_inputs(ns: argparse.Namespace, stderr: IO[str]) -> None:
+def _check_inputs(ns: argparse.Namespace, stderr: IO[str]) -> dict[str, Any] | None:
+    """Check ``--image`` and ``--output-schema``; the schema (sent to the model with each request), if any."""
     for image in ns.image:
         if not os.path.isfile(image):
             raise ExecUsageError(f"--image {image}: no such file")
         print(f"warning: --image {image}: images are not sent to the model by this runtime", file=stderr)
-    if ns.output_schema:
-        try:
-            schema = json.loads(Path(ns.output_schema).read_text())
-        except (OSError, ValueError) as exc:
-            raise ExecUsageError(f"--output-schema {ns.output_schema}: {exc}") from exc
-        if not isinstance(schema, dict):
-            raise ExecUsageError(f"--output-schema {ns.output_schema}: the schema must be a JSON object")
-        print("warning: --output-schema: the final response is not constrained to the schema by this runtime",
-              file=stderr)
+    if not ns.output_schema:
+        return None
+    try:
+        schema = json.loads(Path(ns.output_schema).read_text())
+    except (OSError, ValueError) as exc:
+        raise ExecUsageError(f"--output-schema {ns.output_schema}: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise ExecUsageError(f"--output-schema {ns.output_schema}: the schema must be a JSON object")
+    return schema
 
 
 def _last_session(runtime: Any, cwd: str, any_cwd: bool) -> str:
@@ -254,13 +273,15 @@ def exec_main(argv: Sequence[str], make_runtime: RuntimeFactory, *, stdin: IO[st
             raise ExecUsageError(f"--cd {ns.cd}: not a directory")
         if not ns.skip_git_repo_check and not in_git_repo(cwd):
             raise ExecUsageError(NOT_TRUSTED)
-        _check_inputs(ns, stderr)
+        schema = _check_inputs(ns, stderr)
         prompt = read_prompt(prompt_arg, stdin, stderr)
     except ExecUsageError as exc:
         print(f"Error: {exc}", file=stderr)
         return exc.code
     runtime = make_runtime(not ns.ignore_user_config, dict(EXEC_DEFAULTS),
                            EarlyStart(str(cwd), ns.profile or None, exec_overrides(ns)))
+    if schema is not None:  # the runtime is this process's: the turn loop reads it from the session's services
+        runtime.options.services["output_schema"] = schema
     try:
         out = _Output(ns.json, stdout, stderr)
         return _run(runtime, ns, session_id=session_id, prompt=prompt, cwd=str(cwd), out=out)
@@ -280,8 +301,9 @@ def _run(runtime: Any, ns: argparse.Namespace, *, session_id: str, prompt: str, 
                 print(f"Error: no session {session_id} to resume", file=out.stderr)
                 return EXIT_FAILED
             mode = session_pb2.START_MODE_RESUME
+    overrides = add_dir_overrides(runtime, ns, cwd, exec_overrides(ns), out.stderr)
     started = runtime.start_session(session_pb2.StartSessionRequest(
-        mode=mode, session_id=session_id, cwd=cwd, profile=ns.profile or "", config_overrides=exec_overrides(ns),
+        mode=mode, session_id=session_id, cwd=cwd, profile=ns.profile or "", config_overrides=overrides,
         client_name=CLIENT_NAME))
     sid = started.session_id
     exit_code = EXIT_FAILED

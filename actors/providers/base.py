@@ -155,6 +155,8 @@ class ModelRequest:
     agent_role: str | None = None
     agent_nickname: str | None = None
     window_id: str | None = None
+    #: A JSON Schema the final answer must follow (``exec --output-schema``), sent as a strict JSON format.
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

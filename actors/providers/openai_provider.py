@@ -73,6 +73,8 @@ RETRY_BASE_S = 0.5
 RETRY_MAX_S = 8.0
 #: The header naming the conversation's context window (Codex's: ``<thread id>:<window generation>``).
 WINDOW_ID_HEADER = "x-codex-window-id"
+#: The name Codex gives the ``--output-schema`` format.
+OUTPUT_SCHEMA_NAME = "codex_output_schema"
 #: Where requests go when neither the options nor OPENAI_BASE_URL say.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Chat Completions' end-of-stream marker.
@@ -271,6 +273,9 @@ class OpenAIProvider:
             params["parallel_tool_calls"] = True
         if request.reasoning_effort:
             params["reasoning"] = {"effort": request.reasoning_effort}
+        if request.output_schema is not None:  # as Codex sends --output-schema
+            params["text"] = {"format": {"type": "json_schema", "name": OUTPUT_SCHEMA_NAME,
+                                         "schema": request.output_schema, "strict": True}}
         return params
 
     def _chat_params(self, model: str, request: ModelRequest) -> dict[str, Any]:
@@ -281,6 +286,9 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.output_schema is not None:
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": OUTPUT_SCHEMA_NAME, "schema": request.output_schema, "strict": True}}
         if request.tools:
             params["tools"] = [chat_tool(spec) for spec in request.tools]
         if request.reasoning_effort:

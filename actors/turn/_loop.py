@@ -297,6 +297,9 @@ class _Turn:
             agent_role=services.get("agent_role", ROOT_ROLE),
             agent_nickname=services.get("agent_nickname"),
             window_id=f"{self.ctx.session_id}:{self.ctx.state.get(WINDOW_KEY, 0)}",
+            # exec --output-schema shapes the root agent's answer only, as in Codex
+            output_schema=services.get("output_schema") if services.get("agent_role", ROOT_ROLE) == ROOT_ROLE
+            else None,
         )
 
     async def _round_trip(self, provider: ModelProvider, router: ToolRouter) -> tuple[str, list[ToolCall]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import stat
@@ -186,12 +187,15 @@ async def test_zsh_uses_zdotdir(tmp_path: Path) -> None:
     assert result.output.strip() == "FROM-ZDOTDIR"
 
 
-async def test_shell_defaults_to_dollar_shell_then_bin_sh(tmp_path: Path) -> None:
+async def test_shell_defaults_to_dollar_shell_then_the_login_shell(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     snapper = ShellSnapshotter(session_id="x", home=home, emit=Events(), env={**CLEAN_ENV, "SHELL": BASH})
     assert snapper.shell == BASH
-    assert ShellSnapshotter(session_id="x", home=home, emit=Events(), env=CLEAN_ENV).shell == "/bin/sh"
+    # no $SHELL: the password database's login shell, as Codex picks it (/bin/sh only when there is none)
+    login = pwd.getpwuid(os.getuid()).pw_shell
+    expected = login if login and os.access(login, os.X_OK) else "/bin/sh"
+    assert ShellSnapshotter(session_id="x", home=home, emit=Events(), env=CLEAN_ENV).shell == expected
 
 
 async def test_hung_rc_times_out_and_retries_without_rc(tmp_path: Path) -> None:

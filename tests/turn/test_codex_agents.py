@@ -38,8 +38,9 @@ async def test_wait_agent_answers_in_codex_shape_with_collab_events(tmp_path: Pa
     begins, ends = recorder.of(tools_pb2.CollabToolCallBegin), recorder.of(tools_pb2.CollabToolCallEnd)
     assert [(b.call_id, b.tool, b.sender_thread_id, list(b.receiver_thread_ids)) for b in begins] == [
         ("w1", "wait", "turn-test", ["a1", "a2"]), ("w2", "wait", "turn-test", ["nope"])]  # w3: refused first
-    assert {k: (v.status, v.message) for k, v in ends[0].agents_states.items()} == {
-        "a1": ("completed", "all done"), "a2": ("running", "")}
+    # as Codex's completed wait item: only the agents the wait reports on (the final ones), not a2 still running
+    assert {k: (v.status, v.message) for k, v in ends[0].agents_states.items()} == {"a1": ("completed", "all done")}
+    assert list(ends[0].receiver_thread_ids) == ["a1"]
     assert [e.success for e in ends] == [True, True]
 
 
