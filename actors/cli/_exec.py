@@ -27,7 +27,9 @@ Contract:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import mimetypes
 import os
 import sys
 import threading
@@ -204,12 +206,26 @@ def in_git_repo(cwd: Path) -> bool:
     return any((d / ".git").exists() for d in (cwd, *cwd.parents))
 
 
+def image_urls(paths: Sequence[str]) -> list[str]:
+    """``--image`` files as the ``data:`` URLs Codex sends (``input_image`` parts before the prompt's text)."""
+    urls = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ExecUsageError(f"--image {path}: {exc.strerror or exc}") from exc
+        mime = mimetypes.guess_type(path)[0] or ""
+        if not mime.startswith("image/"):
+            raise ExecUsageError(f"--image {path}: not an image file (type {mime or 'unknown'})")
+        urls.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
+    return urls
+
+
 def _check_inputs(ns: argparse.Namespace, stderr: IO[str]) -> dict[str, Any] | None:
     """Check ``--image`` and ``--output-schema``; the schema (sent to the model with each request), if any."""
     for image in ns.image:
         if not os.path.isfile(image):
             raise ExecUsageError(f"--image {image}: no such file")
-        print(f"warning: --image {image}: images are not sent to the model by this runtime", file=stderr)
     if not ns.output_schema:
         return None
     try:
@@ -274,14 +290,18 @@ def exec_main(argv: Sequence[str], make_runtime: RuntimeFactory, *, stdin: IO[st
         if not ns.skip_git_repo_check and not in_git_repo(cwd):
             raise ExecUsageError(NOT_TRUSTED)
         schema = _check_inputs(ns, stderr)
+        images = image_urls(ns.image)
         prompt = read_prompt(prompt_arg, stdin, stderr)
     except ExecUsageError as exc:
         print(f"Error: {exc}", file=stderr)
         return exc.code
     runtime = make_runtime(not ns.ignore_user_config, dict(EXEC_DEFAULTS),
                            EarlyStart(str(cwd), ns.profile or None, exec_overrides(ns)))
-    if schema is not None:  # the runtime is this process's: the turn loop reads it from the session's services
+    # the runtime is this process's: the turn loop reads these from the session's services
+    if schema is not None:
         runtime.options.services["output_schema"] = schema
+    if images:
+        runtime.options.services["input_images"] = images
     try:
         out = _Output(ns.json, stdout, stderr)
         return _run(runtime, ns, session_id=session_id, prompt=prompt, cwd=str(cwd), out=out)

@@ -110,12 +110,14 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class Message:
-    """One conversation entry. ``tool`` messages carry ``tool_call_id``; assistant ones may carry calls."""
+    """One conversation entry. ``tool`` messages carry ``tool_call_id``; assistant ones may carry calls; a user
+    message may carry images (``data:`` URLs, sent before its text, as Codex sends ``exec --image``)."""
 
     role: Role
     content: str = ""
     tool_call_id: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    images: tuple[str, ...] = ()
 
     @classmethod
     def system(cls, content: str) -> Message:
@@ -123,9 +125,9 @@ class Message:
         return cls("system", content)
 
     @classmethod
-    def user(cls, content: str) -> Message:
-        """A user message."""
-        return cls("user", content)
+    def user(cls, content: str, images: tuple[str, ...] = ()) -> Message:
+        """A user message (with images: ``data:`` URLs)."""
+        return cls("user", content, images=tuple(images))
 
     @classmethod
     def assistant(cls, content: str = "", tool_calls: list[ToolCall] | None = None) -> Message:

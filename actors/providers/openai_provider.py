@@ -340,7 +340,11 @@ def responses_input(messages: list[Message]) -> list[dict[str, Any]]:
             kind = "custom_tool_call_output" if call_id in custom_calls else "function_call_output"
             items.append({"type": kind, "call_id": call_id, "output": message.content})
             continue
-        if message.content or not message.tool_calls:
+        if message.images:
+            parts = [{"type": "input_image", "image_url": url} for url in message.images]
+            items.append({"type": "message", "role": message.role,
+                          "content": [*parts, {"type": "input_text", "text": message.content}]})
+        elif message.content or not message.tool_calls:
             items.append({"type": "message", "role": message.role, "content": message.content})
         for call in message.tool_calls:
             if call.kind == "custom":
@@ -372,6 +376,9 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
                     for call in message.tool_calls
                 ],
             })
+        elif message.images:
+            parts = [{"type": "image_url", "image_url": {"url": url}} for url in message.images]
+            out.append({"role": message.role, "content": [*parts, {"type": "text", "text": message.content}]})
         else:
             out.append({"role": message.role, "content": message.content})
     return out

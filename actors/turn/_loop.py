@@ -215,7 +215,7 @@ class _Turn:
             prompt = verdict.updated_prompt
         provider = provider_for(self.ctx)
         await self._maybe_compact(provider)  # the context the last turn left is too large: compact it first
-        self._add(Message.user(prompt))
+        self._add(Message.user(prompt, self._input_images()))
         if verdict is not None and verdict.additional_context:
             self._add(Message.system(verdict.additional_context))
         router = router_for(self.ctx, max_output_bytes=self.settings.max_tool_output_bytes)
@@ -274,6 +274,12 @@ class _Turn:
         return "SubagentStop", {"stop_hook_active": active, "agent_id": self.ctx.session_id,
                                 "agent_type": self.ctx.services.get("agent_role") or source.role or "worker",
                                 "agent_transcript_path": ""}
+
+    def _input_images(self) -> tuple[str, ...]:
+        """``exec --image``: the images of the root agent's prompt (``services["input_images"]``, data URLs)."""
+        if self.ctx.services.get("agent_role", ROOT_ROLE) != ROOT_ROLE:
+            return ()
+        return tuple(self.ctx.services.get("input_images", ()))
 
     def _add(self, message: Message) -> None:
         """Add a conversation entry and log it."""

@@ -3,7 +3,8 @@
 ``new Codex({codexPathOverride})`` points at a two-line wrapper that runs our ``supervisor.py exec``; the SDK
 builds its own argv (``exec --experimental-json --config openai_base_url=... --sandbox --cd
 --skip-git-repo-check --config model_reasoning_effort=... --config approval_policy=... [resume ID]``), writes the
-prompt on stdin, sets ``CODEX_API_KEY`` and parses our JSONL. The model is the fake Responses server, the
+prompt on stdin (images as ``--image``, a turn's ``outputSchema`` as ``--output-schema``), sets
+``CODEX_API_KEY`` and parses our JSONL. The model is the fake Responses server, the
 configuration a Codex ``config.toml`` in ``$CODEX_HOME`` whose ``[model_providers.local]`` reads its key from
 ``CODEX_API_KEY`` (``env_key``). The SDK is plain JavaScript that only spawns the given binary (no network of
 its own); its ``@openai/codex`` dependency (the real CLI, ~400 MB) is replaced by ``tests/node/codex-stub``.
@@ -11,6 +12,7 @@ its own); its ``@openai/codex`` dependency (the real CLI, ~400 MB) is replaced b
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -29,6 +31,9 @@ NODE_DIR = ROOT / "tests" / "node"
 #: Bound on the whole Node script (four `exec` runs, each a cold Python start).
 NODE_TIMEOUT_S = 180
 API_KEY = "sdk-test-key"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(16))
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+          "additionalProperties": False}
 
 
 def _run_sdk(tmp_path: Path, server: FakeOpenAIServer) -> dict[str, Any]:
@@ -44,7 +49,9 @@ def _run_sdk(tmp_path: Path, server: FakeOpenAIServer) -> dict[str, Any]:
     wrapper.chmod(0o755)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CODEX_HOME": str(codex_home),
            "SESSION_SUPERVISOR_HOME": str(state), "NO_COLOR": "1"}
-    opts = {"codex": str(wrapper), "baseUrl": server.base_url, "apiKey": API_KEY, "env": env, "workdir": str(work)}
+    (tmp_path / "shot.png").write_bytes(PNG)
+    opts = {"codex": str(wrapper), "baseUrl": server.base_url, "apiKey": API_KEY, "env": env, "workdir": str(work),
+            "image": str(tmp_path / "shot.png"), "schema": SCHEMA}
     done = subprocess.run([node, "codex_sdk.mjs", json.dumps(opts)], cwd=NODE_DIR, capture_output=True, text=True,
                           timeout=NODE_TIMEOUT_S, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -80,6 +87,11 @@ def test_the_codex_sdk_runs_turns_shell_resume_and_subagents(tmp_path: Path) -> 
     assert texts.index("say hi") < texts.index("again")
     assistant = [item for item in resumed.body["input"] if item.get("role") == "assistant"]
     assert any("Hello" in json.dumps(item) for item in assistant)
+    # the turn's image (SDK: `resume ID --image F`) and output schema (`--output-schema F`) reached the model
+    [with_image] = [item for item in resumed.body["input"] if item.get("role") == "user"
+                    and isinstance(item.get("content"), list) and item["content"][0].get("type") == "input_image"]
+    assert with_image["content"][0]["image_url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert resumed.body["text"]["format"]["schema"] == SCHEMA
 
     # four subagents, streamed: four spawn items, each completed with its agent, turn.completed last
     events = seen["spawn"]["events"]

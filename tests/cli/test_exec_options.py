@@ -5,11 +5,13 @@
 - ``apply_patch`` adds, updates and deletes files in a ``workspace-write`` workspace (``file_change`` items); a
   patch outside it is refused and writes nothing.
 - ``resume --last`` continues this directory's last thread; a config key we do not know is a warning.
-- ``--output-schema`` reaches the model as the Responses ``text.format`` JSON schema.
+- ``--output-schema`` reaches the model as the Responses ``text.format`` JSON schema; ``--image`` files as
+  ``input_image`` parts (``data:`` URLs) before the prompt's text.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -152,3 +154,23 @@ def test_a_missing_image_or_schema_file_is_exit_1_before_any_output(tmp_path: Pa
             events, done = run.run(flag, str(tmp_path / "missing"), "say hi")
             assert done.returncode == 1 and events == [] and "missing" in done.stderr
         assert server.requests == []
+
+
+def test_images_reach_the_model_before_the_prompt(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(32))  # the bytes are sent as they are, never decoded
+    (tmp_path / "shot.png").write_bytes(png)
+    with FakeOpenAIServer([Reply(text_deltas=("a picture",))]) as server:
+        run = Exec(tmp_path, server)
+        events, done = run.run("say what you see", "--image", str(tmp_path / "shot.png"))
+        body = server.requests[0].body
+    assert _items(events, "agent_message")[-1]["text"] == "a picture"
+    assert done.returncode == 0, done.stderr
+    [message] = [item for item in body["input"] if item.get("role") == "user"
+                 and any(part.get("type") == "input_image" for part in item.get("content") or [] if
+                         isinstance(part, dict))]
+    assert message["content"] == [
+        {"type": "input_image", "image_url": "data:image/png;base64," + base64.b64encode(png).decode()},
+        {"type": "input_text", "text": "say what you see"}]
+    (tmp_path / "notes.txt").write_text("x")
+    _, refused = run.run("--image", str(tmp_path / "notes.txt"), "say hi")
+    assert refused.returncode == 1 and "not an image" in refused.stderr

@@ -1,5 +1,6 @@
 // OpenAI's own TypeScript SDK (@openai/codex-sdk) driving `supervisor.py exec` through codexPathOverride.
-// Run by tests/test_codex_sdk.py: argv[2] is a JSON object {codex, baseUrl, apiKey, env, workdir}.
+// Run by tests/cli/test_codex_sdk.py: argv[2] is a JSON object {codex, baseUrl, apiKey, env, workdir, image,
+// schema}.
 // Prints one JSON line: what each scenario saw (the test asserts on it and on the fake server's requests).
 import { Codex } from "@openai/codex-sdk";
 
@@ -19,9 +20,10 @@ const shell = codex.startThread(threadOptions);
 const ran = await shell.run("run echo hi");
 seen.shell = { id: shell.id, finalResponse: ran.finalResponse, items: ran.items };
 
-// 3. the first thread resumed by id
+// 3. the first thread resumed by id, with an image and an output schema (`resume ID --image F`)
 const resumed = codex.resumeThread(seen.simple.id, threadOptions);
-const again = await resumed.run("again");
+const again = await resumed.run([{ type: "text", text: "again" }, { type: "local_image", path: opts.image }],
+                                { outputSchema: opts.schema });
 seen.resume = { id: resumed.id, finalResponse: again.finalResponse, usage: again.usage };
 
 // 4. four subagents, streamed
