@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "codex_0169"
 #: Bound on one exec run.
 RUN_TIMEOUT_S = 120.0
+#: Our runs' bound on an MCP server's start (Codex's recording used its default, 30 s).
+MCP_STARTUP_S = 90
 SERVER_ERROR = "scripted status 400"
 #: What a subagent's status may be when its spawn returns (Codex: always ``pending_init``).
 SPAWNED_STATUSES = ("pending_init", "running")
@@ -48,6 +50,9 @@ def _exec(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complet
 def run_ours(scenario: str, tmp_path: Path) -> tuple[list[Json], int, list[Any], Path]:
     """Our exec --json for ``scenario`` as record.py ran Codex: (events, exit code, requests, workspace)."""
     prompt, extra, argv = SCENARIOS[scenario]
+    # a loaded test machine may start Python MCP servers slower than Codex's 30 s default allows; the output
+    # does not depend on it
+    extra = extra.replace("required = true\n", f"required = true\nstartup_timeout_sec = {MCP_STARTUP_S}\n")
     home, state, work = tmp_path / "codex-home", tmp_path / "state", tmp_path / "work"
     for d in (home, state, work):
         d.mkdir()
