@@ -24,6 +24,8 @@ KILL_AFTER_S = (0.05, 0.8)
 #: Bound on the watchdog's sweep after a kill.
 SWEEP_BOUND_S = 10.0
 LONG_COMMAND = "sleep 300"
+#: How long the submitting client backs off when the session's queue is full (RESOURCE_EXHAUSTED).
+BACKOFF_S = 0.05
 
 
 class _Clients:
@@ -33,6 +35,7 @@ class _Clients:
         self.seen: list[int] = []
         self.acknowledged: list[str] = []
         self.errors: list[str] = []
+        self.backpressured = 0
         self._channel = server.channel()
         self._stub = server.stub(self._channel)
         self._sid, self._from, self._round = sid, from_seq, round_
@@ -54,8 +57,15 @@ class _Clients:
         n = 0
         try:
             while True:
-                reply = self._stub.Submit(session_pb2.SubmitRequest(
-                    session_id=self._sid, input=f"round {self._round} task {n}"), timeout=WAIT_S)
+                try:
+                    reply = self._stub.Submit(session_pb2.SubmitRequest(
+                        session_id=self._sid, input=f"round {self._round} task {n}"), timeout=WAIT_S)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+                        raise
+                    self.backpressured += 1  # the session's queue is full: a client backs off and tries again
+                    time.sleep(BACKOFF_S)
+                    continue
                 self.acknowledged.append(reply.task_id)
                 n += 1
         except grpc.RpcError as exc:
@@ -131,5 +141,6 @@ def test_kill_9_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> N
     assert seqs == list(range(len(seqs)))
     assert seen == list(range(len(seen))) and gaps == 0 and duplicates == 0
     assert not lost, lost[:5]
+    assert all(task in began for task in acknowledged)  # each ran, or was ended by the restart (TurnAborted)
     assert leftover == 0
 
