@@ -17,11 +17,23 @@ from types import TracebackType
 import grpc
 
 from actors.auth import open_channel, read_serve_info
-from protos.supervisor.v1 import session_pb2_grpc
+from protos.supervisor.v1 import session_pb2, session_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bound on the server's start-up and on its exit.
 START_BOUND_S = 30.0
+
+
+def run_turn(stub: session_pb2_grpc.SessionServiceStub, sid: str, text: str,
+             timeout: float = START_BOUND_S) -> None:
+    """Submit ``text`` and wait (bounded by the stream's deadline) until its turn completed."""
+    task_id = stub.Submit(session_pb2.SubmitRequest(session_id=sid, input=text), timeout=timeout).task_id
+    for event in stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=timeout):
+        kind = event.WhichOneof("msg")
+        if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
+            assert kind == "turn_completed", event
+            return
+    raise AssertionError(f"turn {text!r} never ended")
 
 
 class ServeProcess:

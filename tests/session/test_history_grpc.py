@@ -16,7 +16,7 @@ import pytest
 from actors.turn import COMPACT_PROMPT, SUMMARY_PREFIX
 from protos.supervisor.v1 import agents_pb2, session_pb2, session_pb2_grpc
 from tests.helpers.fake_openai_server import FakeOpenAIServer, RecordedRequest, Reply, ScriptedCall
-from tests.helpers.serve import ServeProcess
+from tests.helpers.serve import ServeProcess, run_turn
 
 #: Bound on one RPC (a turn against the local fake model included).
 WAIT_S = 30.0
@@ -57,17 +57,6 @@ def said(request: RecordedRequest) -> list[tuple[str, str]]:
     return out
 
 
-def turn(stub: Stub, sid: str, text: str) -> None:
-    """Submit ``text`` and wait (bounded) until its turn completed."""
-    task_id = stub.Submit(session_pb2.SubmitRequest(session_id=sid, input=text), timeout=WAIT_S).task_id
-    for event in stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S):
-        kind = event.WhichOneof("msg")
-        if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
-            assert kind == "turn_completed", event
-            return
-    raise AssertionError(f"turn {text!r} never ended")
-
-
 def start(stub: Stub, cwd: Path, **fields: Any) -> str:
     return str(stub.StartSession(session_pb2.StartSessionRequest(cwd=str(cwd), **fields), timeout=WAIT_S).session_id)
 
@@ -78,13 +67,13 @@ def test_resume_after_a_server_restart_sends_the_earlier_turn(state: Path, model
     with ServeProcess(state) as serve, serve.channel() as channel:
         stub = serve.stub(channel)
         sid = start(stub, tmp_path)
-        turn(stub, sid, "remember the word PAPAYA")
+        run_turn(stub, sid, "remember the word PAPAYA")
         stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
         assert serve.stop() == 0
     with ServeProcess(state) as serve, serve.channel() as channel:
         stub = serve.stub(channel)
         assert start(stub, tmp_path, mode=session_pb2.START_MODE_RESUME, session_id=sid) == sid
-        turn(stub, sid, "which word?")
+        run_turn(stub, sid, "which word?")
         assert said(model.requests[-1]) == [
             ("user", "remember the word PAPAYA"), ("assistant", "noted PAPAYA"), ("user", "which word?")]
         stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
@@ -96,15 +85,15 @@ def test_fork_whole_and_after_turn_one_of_three(state: Path, model: FakeOpenAISe
         stub = serve.stub(channel)
         sid = start(stub, tmp_path)
         for text in ("one", "two", "three"):
-            turn(stub, sid, text)
+            run_turn(stub, sid, text)
         whole = start(stub, tmp_path, mode=session_pb2.START_MODE_FORK, session_id=sid)
-        turn(stub, whole, "four")
+        run_turn(stub, whole, "four")
         assert said(model.requests[-1]) == [
             ("user", "one"), ("assistant", "answer 1"), ("user", "two"), ("assistant", "answer 2"),
             ("user", "three"), ("assistant", "answer 3"), ("user", "four")]
         early = start(stub, tmp_path, mode=session_pb2.START_MODE_FORK, session_id=sid, fork_after_turn=1)
         assert early not in (sid, whole)
-        turn(stub, early, "again")
+        run_turn(stub, early, "again")
         assert said(model.requests[-1]) == [("user", "one"), ("assistant", "answer 1"), ("user", "again")]
         for session in (sid, whole, early):
             stub.StopSession(session_pb2.StopSessionRequest(session_id=session), timeout=WAIT_S)
@@ -127,8 +116,8 @@ def test_a_fork_context_subagent_the_model_spawns_gets_the_parents_turns(state: 
     with ServeProcess(state) as serve, serve.channel() as channel:
         stub = serve.stub(channel)
         sid = start(stub, tmp_path)
-        turn(stub, sid, "remember the word PAPAYA")
-        turn(stub, sid, "ask a helper")
+        run_turn(stub, sid, "remember the word PAPAYA")
+        run_turn(stub, sid, "ask a helper")
         agents = stub.ListAgents(agents_pb2.ListAgentsRequest(session_id=sid), timeout=WAIT_S).agents
         assert len(agents) == 1
         waited = stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[agents[0].agent_id],
@@ -147,7 +136,7 @@ def test_resume_agent_restores_the_subagents_own_history(state: Path, model: Fak
     with ServeProcess(state) as serve, serve.channel() as channel:
         stub = serve.stub(channel)
         sid = start(stub, tmp_path)
-        turn(stub, sid, "root question")
+        run_turn(stub, sid, "root question")
         child = stub.SpawnAgent(agents_pb2.SpawnAgentRequest(session_id=sid, message="child question"),
                                 timeout=WAIT_S).agent_id
         waited = stub.WaitAgents(agents_pb2.WaitAgentsRequest(session_id=sid, agent_ids=[child],
@@ -155,7 +144,7 @@ def test_resume_agent_restores_the_subagents_own_history(state: Path, model: Fak
         assert waited.finished[0].last_message == "child answer"
         stub.CloseAgent(agents_pb2.CloseAgentRequest(session_id=sid, agent_id=child), timeout=WAIT_S)
         stub.ResumeAgent(agents_pb2.ResumeAgentRequest(session_id=sid, agent_id=child), timeout=WAIT_S)
-        turn(stub, child, "child follow-up")
+        run_turn(stub, child, "child follow-up")
         assert said(model.requests[-1]) == [
             ("user", "child question"), ("assistant", "child answer"), ("user", "child follow-up")]
         stub.StopSession(session_pb2.StopSessionRequest(session_id=sid), timeout=WAIT_S)
@@ -177,7 +166,7 @@ def test_a_long_conversation_compacts_and_resume_keeps_the_window(state: Path, m
         stub = serve.stub(channel)
         sid = start(stub, tmp_path)
         for text in ("one", "two", "three"):
-            turn(stub, sid, text)
+            run_turn(stub, sid, text)
         before, asked, after = model.requests[1:4]
         assert before.headers["x-codex-window-id"] == f"{sid}:0"
         assert said(asked)[:-1] == [("user", "one"), ("assistant", "answer 1"), ("user", "two"),
@@ -202,7 +191,7 @@ def test_a_long_conversation_compacts_and_resume_keeps_the_window(state: Path, m
         logged = stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid, no_follow=True), timeout=WAIT_S)
         starts = [e.session_configured for e in logged if e.WhichOneof("msg") == "session_configured"]
         assert [(c.start_kind, c.window_generation) for c in starts] == [("new", 0), ("resume", 1)]
-        turn(stub, sid, "four")
+        run_turn(stub, sid, "four")
         resumed = model.requests[-1]
         assert said(resumed) == [("user", "one"), ("user", "two"), ("user", summary), ("user", "three"),
                                  ("assistant", "answer 3"), ("user", "four")]

@@ -21,7 +21,7 @@ import pytest
 
 from protos.supervisor.v1 import agents_pb2, config_pb2, session_pb2, session_pb2_grpc, shell_pb2
 from tests.helpers.fake_openai_server import FakeOpenAIServer, Reply, ScriptedCall
-from tests.helpers.serve import ServeProcess
+from tests.helpers.serve import ServeProcess, run_turn
 
 #: Bound on one RPC (a turn against the local fake model included).
 WAIT_S = 30.0
@@ -61,17 +61,6 @@ def _exec(stub: session_pb2_grpc.SessionServiceStub, sid: str, command: str) -> 
     return str(reply.output)
 
 
-def _turn(stub: session_pb2_grpc.SessionServiceStub, sid: str, text: str) -> None:
-    """Submit ``text`` and wait (bounded by the stream's deadline) until its turn completed."""
-    task_id = stub.Submit(session_pb2.SubmitRequest(session_id=sid, input=text), timeout=WAIT_S).task_id
-    for event in stub.StreamEvents(session_pb2.StreamEventsRequest(session_id=sid), timeout=WAIT_S):
-        kind = event.WhichOneof("msg")
-        if event.task_id == task_id and kind in ("turn_completed", "turn_aborted"):
-            assert kind == "turn_completed", event
-            return
-    raise AssertionError(f"turn {text!r} never ended")
-
-
 def _outputs(body: dict[str, object]) -> list[str]:
     items = body["input"]
     assert isinstance(items, list)
@@ -92,7 +81,7 @@ def test_new_cwd_reaches_exec_the_shell_tool_and_subagents(tmp_path: Path, model
         stub.UpdateSettings(session_pb2.UpdateSettingsRequest(
             session_id=sid, update=config_pb2.SessionSettingsUpdate(cwd=str(second))), timeout=WAIT_S)
         assert _exec(stub, sid, "pwd").strip() == str(second)
-        _turn(stub, sid, "where are you?")
+        run_turn(stub, sid, "where are you?")
         outputs = _outputs(model.requests[-1].body)  # exec_command's, then the classic shell tool's
         assert len(outputs) == 2 and all(str(second) in output for output in outputs), outputs
         model.add_replies(Reply(text_deltas=("child done",)))
@@ -107,7 +96,7 @@ def test_model_effort_and_instructions_reach_the_next_request(tmp_path: Path, mo
     with ServeProcess(_state(tmp_path, model)) as server, server.channel() as channel:
         stub = server.stub(channel)
         sid = stub.StartSession(session_pb2.StartSessionRequest(cwd=str(tmp_path)), timeout=WAIT_S).session_id
-        _turn(stub, sid, "before")
+        run_turn(stub, sid, "before")
         before = model.requests[-1].body
         assert before["model"] == "fake-model" and "BE TERSE" not in str(before.get("instructions", ""))
         update = config_pb2.SessionSettingsUpdate()
@@ -115,7 +104,7 @@ def test_model_effort_and_instructions_reach_the_next_request(tmp_path: Path, mo
             mode="default", model="other-model", reasoning_effort=config_pb2.REASONING_EFFORT_HIGH,
             developer_instructions="BE TERSE"))
         stub.UpdateSettings(session_pb2.UpdateSettingsRequest(session_id=sid, update=update), timeout=WAIT_S)
-        _turn(stub, sid, "after")
+        run_turn(stub, sid, "after")
         after = model.requests[-1].body
         assert after["model"] == "other-model"
         assert after.get("reasoning", {}).get("effort") == "high"  # type: ignore[union-attr]
