@@ -219,8 +219,8 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     from actors.errors import SupervisorError
     from protos.supervisor.v1 import envelope_pb2, session_pb2
 
-    loaded = _early_config(home=_home(args), cwd=os.path.abspath(args.cwd or os.getcwd()), profile=args.profile,
-                           overrides=args.config)
+    cwd = os.path.abspath(args.cwd or os.getcwd())
+    loaded = _early_config(home=_home(args), cwd=cwd, profile=args.profile, overrides=args.config)
     runtime = _attached_runtime(args, loaded)
     if runtime is None:
         _prespawn_mcp(loaded)
@@ -243,7 +243,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
         modes = {"resume": session_pb2.START_MODE_RESUME, "fork": session_pb2.START_MODE_FORK}
         request = session_pb2.StartSessionRequest(
             mode=modes.get(mode, session_pb2.START_MODE_NEW),
-            session_id=session_id, cwd=os.path.abspath(args.cwd or os.getcwd()), profile=args.profile or "",
+            session_id=session_id, cwd=cwd, profile=args.profile or "",
             config_overrides=args.config, client_name="supervisor.py",
             fork_after_turn=max(0, getattr(args, "after_turn", 0)),
         )
@@ -302,15 +302,14 @@ def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any], early: Any 
     from actors.config import codex_home
 
     codex = codex_home() if read_codex_config else None
+    home = _home(argparse.Namespace(home=None))
     if early is not None:
-        _prespawn_mcp(_early_config(home=_home(argparse.Namespace(home=None)), cwd=early.cwd,
-                                    profile=early.profile, overrides=early.overrides, codex_home=codex,
-                                    defaults=defaults))
+        _prespawn_mcp(_early_config(home=home, cwd=early.cwd, profile=early.profile, overrides=early.overrides,
+                                    codex_home=codex, defaults=defaults))
     from actors.runtime import RuntimeOptions, SessionRuntime
 
-    _guard_processes(_home(argparse.Namespace(home=None)))
-    runtime = SessionRuntime(RuntimeOptions(home=_home(argparse.Namespace(home=None)), codex_home=codex,
-                                            config_defaults=defaults))
+    _guard_processes(home)
+    runtime = SessionRuntime(RuntimeOptions(home=home, codex_home=codex, config_defaults=defaults))
     _collect_now()
     return runtime
 

@@ -323,6 +323,12 @@ class FakeOpenAIServer:
         assert self._server is not None, "server not started"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
+    def config_toml(self) -> str:
+        """A session ``config.toml`` whose model is this server (the ``openai`` provider, Responses API)."""
+        return ('model_provider = "openai"\nmodel = "fake-model"\n'
+                f'[model_providers.openai]\nbase_url = "{self.base_url}"\napi_key = "test-key"\n'
+                'api = "responses"\nmax_retries = 0\n')
+
     def start(self) -> FakeOpenAIServer:
         """Bind and start serving in a background thread."""
         self._server = _Server(self)

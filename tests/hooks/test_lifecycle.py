@@ -37,11 +37,7 @@ def model() -> Iterator[FakeOpenAIServer]:
 def stack(tmp_path: Path, model: FakeOpenAIServer) -> Iterator[tuple[session_pb2_grpc.SessionServiceStub, Path]]:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "config.toml").write_text(
-        'model_provider = "openai"\nmodel = "fake-model"\n'
-        f'[model_providers.openai]\nbase_url = "{model.base_url}"\napi_key = "test-key"\n'
-        'api = "responses"\nmax_retries = 0\n'
-    )
+    (home / "config.toml").write_text(model.config_toml())
     record = f"{sys.executable} {FIXTURES / 'record_input.py'} {tmp_path / 'hooks.jsonl'}"
     (home / "hooks.json").write_text(json.dumps({"hooks": {
         event: [{"hooks": [{"type": "command", "command": record}]}] for event in EVENTS}}))

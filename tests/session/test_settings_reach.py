@@ -43,11 +43,7 @@ def _state(tmp_path: Path, model: FakeOpenAIServer | None) -> Path:
     state = tmp_path / "state"
     state.mkdir()
     if model is not None:
-        (state / "config.toml").write_text(
-            'model_provider = "openai"\nmodel = "fake-model"\n'
-            f'[model_providers.openai]\nbase_url = "{model.base_url}"\napi_key = "test-key"\n'
-            'api = "responses"\nmax_retries = 0\n'
-        )
+        (state / "config.toml").write_text(model.config_toml())
     return state
 
 

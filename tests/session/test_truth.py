@@ -29,11 +29,7 @@ def model() -> Iterator[FakeOpenAIServer]:
 def runtime(tmp_path: Path, model: FakeOpenAIServer) -> Iterator[SessionRuntime]:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "config.toml").write_text(
-        'model_provider = "openai"\nmodel = "fake-model"\n'
-        f'[model_providers.openai]\nbase_url = "{model.base_url}"\napi_key = "test-key"\n'
-        'api = "responses"\nmax_retries = 0\n'
-    )
+    (home / "config.toml").write_text(model.config_toml())
     rt = SessionRuntime(RuntimeOptions(home=home, managed_dir=tmp_path / "etc"))
     yield rt
     rt.shutdown()
