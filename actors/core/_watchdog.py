@@ -86,20 +86,19 @@ def _kill_group(pgid: int, start: int | None) -> None:
         pass
 
 
+def has_environ_entry(pid: int, name: str, value: str) -> bool:
+    """True when process ``pid``'s environment (as the kernel recorded it at exec) holds ``name=value``."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return f"{name}={value}".encode() in environ.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
 def _marked(token: str) -> list[int]:
-    needle = f"{OWNER_ENV}={token}".encode()
     me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return [int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and int(entry) != me and has_environ_entry(int(entry), OWNER_ENV, token)]
 
 
 def kill_owned(token: str, groups: dict[int, int | None]) -> None:

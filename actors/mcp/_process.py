@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from actors.core import signal_group
+from actors.core import has_environ_entry, signal_group
 
 __all__ = [
     "CONNECTION_TAG_VAR",
@@ -58,15 +58,8 @@ def _children_of_self() -> set[int]:
 
 def find_tagged_child(tag: str) -> int | None:
     """The pid of this process's child whose environment holds ``CONNECTION_TAG_VAR=tag``, if any."""
-    needle = f"{CONNECTION_TAG_VAR}={tag}".encode()
-    for pid in sorted(_children_of_self()):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            return pid
-    return None
+    return next((pid for pid in sorted(_children_of_self()) if has_environ_entry(pid, CONNECTION_TAG_VAR, tag)),
+                None)
 
 
 async def wait_for_tagged_child(tag: str, timeout: float = TAG_LOOKUP_TIMEOUT_S) -> int | None:
