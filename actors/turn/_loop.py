@@ -317,6 +317,7 @@ class _Turn:
         outputs: dict[str, ToolOutput] = {}
         contexts: dict[str, str] = {}
         completed: Completed | None = None
+        flushed = 0  # parts[:flushed] were emitted as a finished message
         try:
             with collapse_cancelled():
                 async with trio.open_nursery() as nursery:
@@ -328,6 +329,9 @@ class _Turn:
                             elif isinstance(item, Reasoning):
                                 self.ctx.emit(events_pb2.AgentReasoning(text=item.text))
                             elif isinstance(item, ToolCallItem):
+                                # the text before a call is a message of its own, done before the call starts
+                                # (Codex completes the message item first): its tool's events come after it
+                                flushed = self._flush_message(parts, flushed)
                                 calls.append(item.call)
                                 self.ctx.emit(turn_pb2.ToolCallBegin(
                                     call_id=item.call.call_id, name=item.call.name,
@@ -342,14 +346,20 @@ class _Turn:
                         raise ProviderError("provider stream ended without a Completed item")
                     self._count(completed)
                     text = "".join(parts)
-                    if text:
-                        self.ctx.emit(events_pb2.AgentMessage(text=text, delta=False))
+                    self._flush_message(parts, flushed)
         except BaseExceptionGroup as group:
             raise single_error(group) from None
         finally:
             if completed is not None:
                 self._record(text, calls, outputs, contexts)
         return text, calls
+
+    def _flush_message(self, parts: list[str], flushed: int) -> int:
+        """Emit ``parts[flushed:]`` as one finished ``AgentMessage`` (if any text); the new flushed count."""
+        text = "".join(parts[flushed:])
+        if text:
+            self.ctx.emit(events_pb2.AgentMessage(text=text, delta=False))
+        return len(parts)
 
     def _record(
         self, text: str, calls: list[ToolCall], outputs: dict[str, ToolOutput], contexts: dict[str, str]

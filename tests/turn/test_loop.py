@@ -111,6 +111,13 @@ async def test_openai_provider_turn_feeds_the_tool_output_back(tmp_path: Path) -
     assert (result.input_tokens, result.output_tokens) == (11 + 30, 7 + 5)
     assert [b.call_id for b in recorder.of(turn_pb2.ToolCallBegin)] == ["call_A"]
     assert json.loads(recorder.of(turn_pb2.ToolCallBegin)[0].arguments_json) == {"cmd": "echo from-the-shell"}
+    # the text before the call is a finished message before the call starts (Codex's item order: its tool's
+    # events can never come first, however fast the tool)
+    finals = [(i, m.text) for i, (_, m) in enumerate(recorder.items)
+              if isinstance(m, events_pb2.AgentMessage) and not m.delta]
+    begin = recorder.names().index("ToolCallBegin")
+    assert [text for _, text in finals] == ["Let me look.", "It printed from-the-shell."]
+    assert finals[0][0] < begin < finals[1][0]
 
 
 async def test_interrupt_mid_tool_ends_promptly_and_kills_the_command(tmp_path: Path) -> None:
