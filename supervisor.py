@@ -27,6 +27,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from actors import _gencache
+
+_gencache.install()  # before anything that defines dataclasses is imported
+
 DEFAULT_PROMPT = "hello from session-supervisor"
 #: Longest a `run` waits for its turn to finish.
 RUN_TIMEOUT_S = 600.0
@@ -362,6 +366,7 @@ def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the line a client waits for: a stop right after it counts
         signal.signal(sig, lambda *_: done.set())
     print(f"serving supervisor.v1.SessionService on {server.address}", flush=True)
+    _gencache.save()  # the classes of its start-up are defined by now; a server may run for days
     done.wait()
     server.stop()
     runtime.shutdown()
@@ -518,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         code = main()
+        _gencache.save()
         if _released:  # the watchdog sees its pipe close when this process ends; it sweeps and exits by itself
             _exit_without_teardown(code)
         _release_watchdog()
