@@ -6,6 +6,8 @@ Each ``@dataclass`` builds its ``__init__``, ``__repr__``, ``__eq__``, ``__hash_
 ``bench/bench_imports.py``; a frozen dataclass costs ~0.7 ms, ~0.09 ms with its code cached). Python caches a
 module's bytecode in ``__pycache__``; this caches the generated code beside it, keyed by the exact source text
 (and file name and mode), so a hit is the code ``compile`` would have returned and a changed class is a miss.
+One exception: attrs writes into a hashable class's ``__hash__`` the hash of a name, which changes with each
+process's hash seed; that number is masked in the key and swapped into the cached code's constants on a hit.
 
 Contract:
 - ``install()`` (the process's entry point calls it once, before importing what defines dataclasses; a library
@@ -34,15 +36,23 @@ from typing import Any
 __all__ = ["cache_path", "install", "save", "stats"]
 
 #: What ``python -m actors._gencache`` imports by default: the modules `run`, `exec` and `serve` load.
-WARM_MODULES = ("supervisor", "actors.runtime", "actors.cli", "actors.providers._http", "actors.providers._sse",
+WARM_MODULES = ("supervisor", "actors.runtime", "actors.cli", "actors.providers.openai_provider",
                 "actors.mcp", "actors.gateway")
 #: Entries kept at most; past it a save keeps only what this process used.
 MAX_ENTRIES = 4096
 _PATCHED_AFTER_IMPORT = "attr._make"
+#: attrs' names for a class's generated code and for the string whose hash its ``__hash__`` mixes in.
+_ATTRS_GENERATED = "<attrs generated "
+_ATTRS_HASH = "<attrs generated hash "
+_ATTRS_HASH_INDENT = "        "
+#: What stands for that hash in a cache key (not a Python literal, so never in real source at that place).
+_TYPE_HASH_MARK = "<type hash>"
+#: Written after Python's magic number: the layout of the entries.
+_FORMAT = b"gen2"
 
 _Key = tuple[str, str, str]
-#: Entries as loaded (marshalled bytes, unmarshalled on first use) or as compiled here (code objects).
-_cache: dict[_Key, bytes | CodeType] = {}
+#: Entries as loaded (marshalled bytes, unmarshalled on first use) or in use: (attrs type hash or 0, code).
+_cache: dict[_Key, bytes | tuple[int, CodeType]] = {}
 _used: set[_Key] = set()
 _state = {"installed": False, "dirty": False, "finding": False}
 _counts = {"reused": 0, "compiled": 0}
@@ -66,20 +76,45 @@ def cache_path() -> str | None:
         return None
 
 
+def _attrs_type_hash(source: str, filename: str) -> int | None:
+    """The per-process constant attrs writes into a hashable class's ``__hash__`` (found in ``source``)."""
+    if not filename.startswith(_ATTRS_GENERATED):
+        return None
+    _, _, name = filename[len(_ATTRS_GENERATED):].partition(" ")  # "<attrs generated LABEL module.Class>"
+    value = hash(_ATTRS_HASH + name)  # as attrs computes it: the str hash of its "hash" name for the class
+    return value if f"{_ATTRS_HASH_INDENT}{value}," in source else None
+
+
+def _with_constant(code: CodeType, old: int, new: int) -> CodeType:
+    """``code`` with the int constant ``old`` replaced by ``new``, in nested code objects too."""
+    consts = tuple(new if type(c) is int and c == old else _with_constant(c, old, new) if isinstance(c, CodeType)
+                   else c for c in code.co_consts)
+    return code.replace(co_consts=consts)
+
+
 def _compile(source: Any, filename: Any, mode: str, *args: Any, **kwargs: Any) -> Any:
     if args or kwargs or not isinstance(source, str) or not isinstance(filename, str):
         return _builtin_compile(source, filename, mode, *args, **kwargs)
-    key = (source, filename, mode)
-    code = _cache.get(key)
-    if isinstance(code, bytes):
+    type_hash = _attrs_type_hash(source, filename)
+    key_source = source if type_hash is None else source.replace(
+        f"{_ATTRS_HASH_INDENT}{type_hash},", f"{_ATTRS_HASH_INDENT}{_TYPE_HASH_MARK},")
+    key = (key_source, filename, mode)
+    entry = _cache.get(key)
+    if isinstance(entry, bytes):
         try:
-            code = _cache[key] = marshal.loads(code)
+            entry = _cache[key] = marshal.loads(entry)
         except (ValueError, EOFError, TypeError):
-            code = None
-    if isinstance(code, CodeType):
+            entry = None
+    code: CodeType | None = None
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], CodeType):
+        seen_hash, code = entry
+        if type_hash is not None and seen_hash != type_hash:  # another process's hash seed
+            code = _with_constant(code, seen_hash, type_hash)
+            _cache[key] = (type_hash, code)
         _counts["reused"] += 1
-    else:
-        code = _cache[key] = _builtin_compile(source, filename, mode)
+    if code is None:
+        code = _builtin_compile(source, filename, mode)
+        _cache[key] = (type_hash or 0, code)
         _state["dirty"] = True
         _counts["compiled"] += 1
     _used.add(key)
@@ -126,11 +161,12 @@ def stats() -> dict[str, int]:
 
 
 def _patching(load: Any) -> Any:
-    """``load`` (a loader's ``exec_module``), then point the module's ``compile`` at the cache."""
+    """``load`` (a loader's ``exec_module``) with the module's ``compile`` pointing at the cache from the start
+    (a module global shadows the builtin, and attrs' own classes are made while its module body runs)."""
 
     def exec_module(module: Any) -> None:
-        load(module)
         module.compile = _compile
+        load(module)
 
     return exec_module
 
@@ -139,10 +175,10 @@ def _load(path: str) -> None:
     try:
         with open(path, "rb") as f:
             data = f.read()
-        magic = _magic()
-        if not data.startswith(magic):
+        head = _magic() + _FORMAT
+        if not data.startswith(head):
             return
-        entries = marshal.loads(data[len(magic):])
+        entries = marshal.loads(data[len(head):])
     except (OSError, ValueError, EOFError, TypeError):
         return
     if isinstance(entries, dict):
@@ -173,9 +209,9 @@ def install() -> None:
 def _entries_to_keep() -> dict[_Key, bytes]:
     """What a save writes: what this process used, and what it loaded of others unless superseded.
 
-    attrs names each class's generated code by a file name of its own, and the code of a hashable class holds
-    a hash of that name, which changes with every process's hash seed: a used entry supersedes the loaded ones
-    of its file name (so they do not pile up); dataclasses' code all has the name ``<string>``.
+    attrs names each class's generated code by a file name of its own: a used entry supersedes the loaded ones
+    of its file name (a class that changed does not leave its old code behind); dataclasses' code all has the
+    name ``<string>``.
     """
     superseded = {(f, m) for _, f, m in _used if f != "<string>"}
     keep = [k for k in _cache if k in _used or (k[1], k[2]) not in superseded]
@@ -195,7 +231,7 @@ def save(*, force: bool = False) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(_magic() + marshal.dumps(_entries_to_keep()))
+            f.write(_magic() + _FORMAT + marshal.dumps(_entries_to_keep()))
         os.replace(tmp, path)
     except (OSError, ValueError):
         try:

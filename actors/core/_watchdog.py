@@ -187,7 +187,9 @@ class Watchdog:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(read_fd), self.token, self.record],
-                pass_fds=(read_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                # no stdio of ours: its last sweep runs after we exit, and a caller reading our stderr to EOF
+                # (`$(supervisor.py run 2>&1)`, a test's capture) must not wait for it
+                pass_fds=(read_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True,
             )
         finally:

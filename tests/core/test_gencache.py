@@ -87,12 +87,9 @@ def test_a_second_process_reuses_the_code_and_the_classes_behave_the_same(tmp_pa
     assert first["stats"]["compiled"] > 20  # dataclasses' and attrs' methods, compiled once
     second = _probe(tmp_path)
     print(f"first: {first['stats']}; second: {second['stats']}")
-    # every dataclass method came from the file; attrs' hashable classes embed a per-process hash seed in
-    # their source, so a few of theirs are compiled again (and supersede the old entry instead of piling up)
-    assert second["stats"]["reused"] > 20
-    assert "<string>" in first["compiled"] and "<string>" not in second["compiled"]  # dataclasses': all reused
-    assert all(name.startswith("<attrs generated") for name in second["compiled"])
-    assert second["stats"]["compiled"] < first["stats"]["compiled"] / 2
+    # everything came from the file, attrs' hashable classes too (their hash-seeded constant swapped in)
+    assert second["stats"]["reused"] == first["stats"]["compiled"] and second["compiled"] == []
+    assert "<string>" in first["compiled"] and any(n.startswith("<attrs generated") for n in first["compiled"])
     third = _probe(tmp_path)
     assert third["stats"]["entries"] <= second["stats"]["entries"]  # no growth run after run
     stock = _stock()
