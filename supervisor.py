@@ -152,6 +152,16 @@ def _early_config(*, home: Path, cwd: str, profile: str | None, overrides: list[
         return None
 
 
+def _start_early(loaded: Any) -> None:
+    """What the session's start will wait for and can begin before the runtime is imported: the configured
+    MCP servers and the sandbox's trial run (processes of their own: they overlap our imports)."""
+    _prespawn_mcp(loaded)
+    if loaded is not None:
+        from actors.sandbox import probe_soon
+
+        probe_soon(loaded.session.permission_profile)
+
+
 def _prespawn_mcp(loaded: Any) -> None:
     """Spawn the configured eager stdio MCP servers now, before the runtime is imported: their own start-up
     (often the slowest part of a session's) then overlaps ours. The session's connections take them over;
@@ -227,7 +237,7 @@ def _run_session(args: argparse.Namespace, mode: str, session_id: str = "") -> i
     loaded = _early_config(home=_home(args), cwd=cwd, profile=args.profile, overrides=args.config)
     runtime = _attached_runtime(args, loaded)
     if runtime is None:
-        _prespawn_mcp(loaded)
+        _start_early(loaded)
     console = view = None
     if not args.json:
         from rich.console import Console
@@ -308,8 +318,8 @@ def _exec_runtime(read_codex_config: bool, defaults: dict[str, Any], early: Any 
     codex = codex_home() if read_codex_config else None
     home = _home(argparse.Namespace(home=None))
     if early is not None:
-        _prespawn_mcp(_early_config(home=home, cwd=early.cwd, profile=early.profile, overrides=early.overrides,
-                                    codex_home=codex, defaults=defaults))
+        _start_early(_early_config(home=home, cwd=early.cwd, profile=early.profile, overrides=early.overrides,
+                                   codex_home=codex, defaults=defaults))
     from actors.runtime import RuntimeOptions, SessionRuntime
 
     _guard_processes(home)

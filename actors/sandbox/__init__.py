@@ -10,7 +10,7 @@ from __future__ import annotations
 from actors.sandbox._bwrap import bwrap_argv
 from actors.sandbox._netns import ProxyNamespace, proxy_address
 from actors.sandbox._policy import PROTECTED_NAMES, Network, SandboxPolicy
-from actors.sandbox._sandbox import Sandbox, check_available, needs_sandbox, wrap
+from actors.sandbox._sandbox import Sandbox, check_available, needs_sandbox, probe_soon, wrap
 
 __all__ = [
     "PROTECTED_NAMES",
@@ -21,6 +21,7 @@ __all__ = [
     "bwrap_argv",
     "check_available",
     "needs_sandbox",
+    "probe_soon",
     "proxy_address",
     "wrap",
 ]

@@ -65,6 +65,18 @@ def _probe(bwrap: str) -> str:
         return reason
 
 
+def probe_soon(profile: cfg.PermissionProfile, *, bwrap: str = BWRAP) -> None:
+    """Start bubblewrap's trial run in the background now when ``profile`` needs a sandbox.
+
+    The trial is a process of its own (~7 ms here, mostly the kernel building namespaces); a caller that
+    knows the profile before it has imported the rest of the runtime (``run``, ``exec``) starts it then, so
+    ``check_available`` at session start finds the answer instead of waiting for it (it waits on the same
+    lock when the trial is still running).
+    """
+    if needs_sandbox(profile) and bwrap not in _probe_result:
+        threading.Thread(target=_probe, args=(bwrap,), name="sandbox-probe", daemon=True).start()
+
+
 def check_available(profile: cfg.PermissionProfile, *, allow_fallback: bool = False, bwrap: str = BWRAP) -> str:
     """Raise ``SandboxUnavailable`` when ``profile`` needs a sandbox this machine cannot build.
 
