@@ -13,12 +13,12 @@ responder that plays the model from what each request holds):
 
 Sides: Codex (``codex exec --json``), ours cold (``supervisor.py run --json``, process start to exit, the
 ``openai`` provider) and ours warm (a running ``supervisor.py serve``: StartSession -> TurnCompleted over gRPC).
-Rounds interleave the sides (``ROUNDS``, 7, or ``BENCH_ROUNDS``; median reported). The checkout's modules are compiled to bytecode first
-(``compile_bytecode``: ``compileall`` and ``python -m actors._gencache`` for the code dataclasses generate), as an
-installed application's are after its first run. Checks: the shell's output carries ``hi`` (in the
-JSONL item for Codex and ours cold, in the tool output the model got back for every side), four subagents
-ran, and the MCP servers' tools are offered in the first model request. Prints a table, the ratios, and one
-JSON line.
+Rounds interleave the sides (``ROUNDS``, 7, or ``BENCH_ROUNDS``; median reported). The checkout's modules are
+compiled to bytecode first (``compile_bytecode``: ``compileall`` and ``python -m actors._gencache`` for the code
+dataclasses generate), as an installed application's are after its first run. Checks: the shell's output carries
+``hi`` (in the JSONL item for Codex and ours cold, in the tool output the model got back for every side), four
+subagents ran, and the MCP servers' tools are offered in the first model request. Prints a table, the ratios, and
+one JSON line.
 """
 
 from __future__ import annotations
