@@ -63,9 +63,9 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
 
 def main() -> int:
     """Measure, print the table and the JSON lines."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "supervisor.py", "actors", "protos"], cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "actors._gencache"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    from bench_codex import compile_bytecode  # bench/ is this script's directory, first on sys.path
+
+    compile_bytecode()
     own: list[float] = []
     every: list[float] = []
     base_imports: list[float] = []
